@@ -1,0 +1,137 @@
+"""What a model is, from its config alone: supported families, dimensions, pruning targets, parameter counts.
+
+    minitron arch --config recipes/configs/llama-3.1-8b.json --hidden-size 3072 --ffn-hidden-size 9216 --json
+
+Counting happens on the meta device: no weights are allocated or downloaded, so an 8B or 12B
+config is counted in a second on a laptop.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+SUPPORTED_ARCHITECTURES = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "mistral",
+    "Qwen2ForCausalLM": "qwen2",  # q/k/v carry biases; handled by the same trimming rules
+}
+
+
+class UnsupportedModelError(ValueError):
+    pass
+
+
+def check_supported(config) -> str:
+    """Return the model type, or raise naming what is supported."""
+    archs = list(getattr(config, "architectures", None) or [])
+    arch = next((a for a in archs if a in SUPPORTED_ARCHITECTURES), None)
+    if arch is None and getattr(config, "model_type", None) in SUPPORTED_ARCHITECTURES.values() and not archs:
+        return config.model_type  # a config built in code, with no architectures field
+    if arch is None:
+        found = ", ".join(archs) or f"model_type={getattr(config, 'model_type', None)!r}"
+        raise UnsupportedModelError(
+            f"unsupported architecture {found}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    return SUPPORTED_ARCHITECTURES[arch]
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The axes Minitron prunes, read from a config."""
+
+    hidden: int
+    ffn: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    layers: int
+    vocab: int
+    tied: bool
+
+    @classmethod
+    def of(cls, config) -> "Dims":
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return cls(
+            hidden=config.hidden_size, ffn=config.intermediate_size, heads=config.num_attention_heads,
+            kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
+            head_dim=head_dim, layers=config.num_hidden_layers, vocab=config.vocab_size,
+            tied=bool(getattr(config, "tie_word_embeddings", False)),
+        )
+
+    @property
+    def group_size(self) -> int:
+        """Query heads that share one KV head."""
+        return self.heads // self.kv_heads
+
+
+@dataclass(frozen=True)
+class WidthTarget:
+    """Target sizes of a width prune; None keeps the source's size."""
+
+    hidden_size: int | None = None
+    intermediate_size: int | None = None
+    num_attention_heads: int | None = None
+    num_key_value_heads: int | None = None
+
+    def resolve(self, src: Dims) -> Dims:
+        """The target's dimensions, validated against the source; raises ValueError naming the flag to change."""
+        def given(value, default):
+            return default if value is None else value
+
+        heads = given(self.num_attention_heads, src.heads)
+        kv = self.num_key_value_heads
+        if kv is None:
+            # Multi-head attention has one head per KV group, so pruning heads prunes groups too.
+            kv = heads if src.group_size == 1 else src.kv_heads
+        for flag, want, have in [("--hidden-size", self.hidden_size, src.hidden),
+                                 ("--ffn-hidden-size", self.intermediate_size, src.ffn),
+                                 ("--num-heads", heads, src.heads), ("--num-kv-heads", kv, src.kv_heads)]:
+            if want is not None and not 0 < want <= have:
+                raise ValueError(f"{flag} {want} is out of range: the source has {have}; pick 1..{have}")
+        if heads % kv:
+            raise ValueError(f"--num-heads {heads} does not split evenly over {kv} KV groups; "
+                             f"pick a multiple of {kv} (or change --num-kv-heads)")
+        if heads // kv > src.group_size:
+            raise ValueError(f"{heads} heads over {kv} KV groups needs {heads // kv} heads per group, but the "
+                             f"source groups hold {src.group_size}; lower --num-heads or raise --num-kv-heads")
+        return Dims(hidden=given(self.hidden_size, src.hidden), ffn=given(self.intermediate_size, src.ffn), heads=heads,
+                    kv_heads=kv, head_dim=src.head_dim, layers=src.layers, vocab=src.vocab, tied=src.tied)
+
+
+def derive_config(config, dims: Dims | None = None, keep_layers: list[int] | None = None):
+    """A copy of `config` with new width `dims` and/or only the layers in `keep_layers`.
+
+    head_dim is always written explicitly: after width pruning hidden/heads no longer equals it.
+    """
+    cfg = copy.deepcopy(config)
+    if dims is not None:
+        cfg.hidden_size, cfg.intermediate_size = dims.hidden, dims.ffn
+        cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim = dims.heads, dims.kv_heads, dims.head_dim
+    if keep_layers is not None:
+        cfg.num_hidden_layers = len(keep_layers)
+        if getattr(cfg, "layer_types", None):  # per-layer attention kinds (sliding window) follow their layer
+            cfg.layer_types = [cfg.layer_types[i] for i in keep_layers]
+    try:  # rebuild through the constructor, so transformers' own validation runs now, not at reload
+        return type(cfg).from_dict(cfg.to_dict())
+    except Exception as err:
+        import transformers
+
+        raise ValueError(f"transformers {transformers.__version__} rejects the target config: {err}; "
+                         "pick other target sizes") from None
+
+
+def count_params(config) -> dict[str, int]:
+    """Total and non-embedding parameters (total minus input embedding and an untied lm_head)."""
+    from transformers import AutoModelForCausalLM
+
+    check_supported(config)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    total = sum(p.numel() for p in model.parameters())  # tied weights are yielded once
+    embedding = model.get_input_embeddings().weight.numel()
+    if not Dims.of(config).tied:
+        embedding += model.get_output_embeddings().weight.numel()
+    return {"params": total, "non_embedding_params": total - embedding}

@@ -1,0 +1,254 @@
+"""`minitron arch`, `minitron importance` and `minitron prune width|depth`: the typed functions are the flags.
+
+CPU smoke run on a tiny model (seconds):
+    minitron prune width --model work/teacher --calib data.txt --out work/width \
+        --hidden-size 32 --ffn-hidden-size 64 --seq-len 64 --num-samples 16
+The real thing (one GPU, Llama-3.1-8B to 4B-Width, Table 3 of the paper):
+    minitron prune width --model meta-llama/Llama-3.1-8B --calib DATA --out llama-4b-width \
+        --hidden-size 3072 --ffn-hidden-size 9216 --seq-len 4096 --device cuda
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+log = logging.getLogger("minitron")
+
+prune_app = typer.Typer(help="Width or depth pruning of a Hugging Face checkpoint.", no_args_is_help=True)
+
+Model = Annotated[str, typer.Option("--model", help="Local HF checkpoint folder (config.json, weights, tokenizer).")]
+Calib = Annotated[Optional[str], typer.Option(
+    "--calib", help="Calibration text: a .txt file, a folder, a JSONL file with a `text` field, Parquet, "
+                    "or a hub dataset name (needs network).")]
+Out = Annotated[Path, typer.Option("--out", help="Output folder; written atomically.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")]
+NumSamples = Annotated[int, typer.Option("--num-samples", help="Calibration blocks (the paper uses 1024).")]
+SeqLen = Annotated[Optional[int], typer.Option(
+    "--seq-len", help="Tokens per calibration block [default: min(4096, the model's max positions)].")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Blocks per forward pass.")]
+Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the calibration sample.")]
+
+
+def _seq_len(config, seq_len: int | None) -> int:
+    limit = getattr(config, "max_position_embeddings", None) or 4096
+    if seq_len is None:
+        return min(4096, limit)
+    if not 1 < seq_len <= limit:
+        raise ValueError(f"--seq-len {seq_len} is out of range: the model has {limit} positions")
+    return seq_len
+
+
+def _calibration(calib: str | None, model_dir: str, config, seq_len: int | None, num_samples: int, seed: int):
+    """Tokenize and sample the calibration set before any weight is loaded, so bad data fails fast."""
+    from transformers import AutoTokenizer
+
+    from compress.data import calibration_blocks
+
+    if not calib:
+        raise ValueError("--calib is required: pass a text file, folder, JSONL or Parquet file")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return calibration_blocks(calib, tokenizer, _seq_len(config, seq_len), num_samples=num_samples, seed=seed)
+
+
+def _estimate(model_dir: str, blocks, batch_size: int, seq_agg: str, batch_agg: str, device: str):
+    from compress.checkpoint import load_model
+    from compress.importance import estimate_importance
+
+    model, tokenizer = load_model(model_dir, device=device)
+    total = -(-len(blocks) // batch_size)
+    scores = estimate_importance(model, blocks.batches(batch_size), seq_agg=seq_agg, batch_agg=batch_agg,
+                                 total=total)
+    return model, tokenizer, scores
+
+
+def arch(
+    config: Annotated[Optional[Path], typer.Option("--config", help="A config.json (no weights needed).")] = None,
+    recipe: Annotated[Optional[Path], typer.Option("--recipe", help="A recipe YAML: its teacher config and "
+                                                                    "pruning target.")] = None,
+    hidden_size: Annotated[Optional[int], typer.Option("--hidden-size")] = None,
+    ffn_hidden_size: Annotated[Optional[int], typer.Option("--ffn-hidden-size")] = None,
+    num_heads: Annotated[Optional[int], typer.Option("--num-heads")] = None,
+    num_kv_heads: Annotated[Optional[int], typer.Option("--num-kv-heads")] = None,
+    num_layers: Annotated[Optional[int], typer.Option("--num-layers")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+):
+    """Parameter counts (total and non-embedding) of a source config and a pruning target, on the meta device."""
+    from transformers import AutoConfig
+
+    from compress.arch import Dims, WidthTarget, count_params, derive_config
+    from compress.recipe import load_recipe
+
+    if recipe is not None:
+        spec = load_recipe(recipe)
+        config = spec.teacher_config
+        target = spec.prune
+        hidden_size, ffn_hidden_size = hidden_size or target.hidden_size, ffn_hidden_size or target.ffn_hidden_size
+        num_heads, num_kv_heads = num_heads or target.num_heads, num_kv_heads or target.num_kv_heads
+        num_layers = num_layers or target.num_layers
+    if config is None:
+        raise ValueError("pass --config PATH (a config.json) or --recipe PATH")
+    source = AutoConfig.from_pretrained(config)
+    dims = WidthTarget(hidden_size, ffn_hidden_size, num_heads, num_kv_heads).resolve(Dims.of(source))
+    if num_layers is not None and not 0 < num_layers <= dims.layers:
+        raise ValueError(f"--num-layers {num_layers} is out of range: the source has {dims.layers} layers")
+    keep = list(range(num_layers)) if num_layers else None
+    result = {"source": count_params(source), "target": count_params(derive_config(source, dims, keep))}
+    result["target"]["dims"] = {**Dims.of(derive_config(source, dims, keep)).__dict__}
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for side in ("source", "target"):
+        counts = result[side]
+        typer.echo(f"{side:7s} {counts['params'] / 1e9:7.3f}B params  "
+                   f"{counts['non_embedding_params'] / 1e9:7.3f}B non-embedding")
+    typer.echo(f"target  {result['target']['dims']}")
+
+
+def importance(
+    model: Model,
+    calib: Calib = None,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the scores (.safetensors).")] = Path(
+        "importance.safetensors"),
+    num_samples: NumSamples = 1024,
+    seq_len: SeqLen = None,
+    batch_size: BatchSize = 8,
+    seq_agg: Annotated[str, typer.Option("--seq-agg", help="Over the sequence: mean, l2 or max.")] = "mean",
+    batch_agg: Annotated[str, typer.Option("--batch-agg", help="Over samples: l2, mean or max.")] = "l2",
+    device: Device = "cpu",
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+):
+    """Estimate neuron, head, channel and layer importance once; `prune width --importance` reuses it."""
+    from compress.checkpoint import check_output_dir, load_config
+
+    check_output_dir(out, overwrite)
+    config = load_config(model)
+    blocks = _calibration(calib, model, config, seq_len, num_samples, seed)
+    _, _, scores = _estimate(model, blocks, batch_size, seq_agg, batch_agg, device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    scores.save(tmp)
+    tmp.replace(out)
+    log.info("importance of %d samples x %d tokens -> %s", scores.meta["num_samples"], scores.meta["seq_len"], out)
+
+
+@prune_app.command("width")
+def prune_width(
+    model: Model,
+    out: Out,
+    calib: Calib = None,
+    hidden_size: Annotated[Optional[int], typer.Option("--hidden-size", help="Target embedding channels.")] = None,
+    ffn_hidden_size: Annotated[Optional[int], typer.Option("--ffn-hidden-size", help="Target MLP neurons.")] = None,
+    num_heads: Annotated[Optional[int], typer.Option("--num-heads", help="Target query heads.")] = None,
+    num_kv_heads: Annotated[Optional[int], typer.Option("--num-kv-heads", help="Target KV groups.")] = None,
+    importance_file: Annotated[Optional[Path], typer.Option(
+        "--importance", help="Scores from `minitron importance`; skips estimation and --calib.")] = None,
+    num_samples: NumSamples = 1024,
+    seq_len: SeqLen = None,
+    batch_size: BatchSize = 8,
+    seq_agg: Annotated[str, typer.Option("--seq-agg", help="Over the sequence: mean, l2 or max.")] = "mean",
+    batch_agg: Annotated[str, typer.Option("--batch-agg", help="Over samples: l2, mean or max.")] = "l2",
+    no_rescale_norms: Annotated[bool, typer.Option(
+        "--no-rescale-norms", help="Keep RMSNorm weights as they are when hidden channels are removed.")] = False,
+    device: Device = "cpu",
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+):
+    """Rank units by activation importance and trim the checkpoint to the target sizes."""
+    from compress.arch import Dims, WidthTarget, count_params
+    from compress.checkpoint import check_output_dir, load_config, load_model, output_dir, save_checkpoint, write_record
+    from compress.importance import Importance
+    from compress.width import prune_width as trim
+
+    check_output_dir(out, overwrite)
+    config = load_config(model)
+    target = WidthTarget(hidden_size, ffn_hidden_size, num_heads, num_kv_heads)
+    if target == WidthTarget():
+        raise ValueError("no target given: pass at least one of --hidden-size, --ffn-hidden-size, --num-heads, "
+                         "--num-kv-heads")
+    target.resolve(Dims.of(config))
+    if importance_file is not None:
+        scores = Importance.load(importance_file)
+        scores.check_matches(Dims.of(config))
+        teacher, tokenizer = load_model(model, device=device)
+    else:
+        blocks = _calibration(calib, model, config, seq_len, num_samples, seed)
+        teacher, tokenizer, scores = _estimate(model, blocks, batch_size, seq_agg, batch_agg, device)
+    source_params = count_params(config)
+    student = trim(teacher, scores, target, rescale_norms=not no_rescale_norms)
+    with output_dir(out, overwrite) as tmp:
+        save_checkpoint(student, tokenizer, tmp)
+        scores.save(tmp / "importance.safetensors")
+        write_record(tmp, "prune-width", seed=seed, source=str(model), calib=calib, target=target.__dict__,
+                     importance=scores.meta, rescale_norms=not no_rescale_norms,
+                     params={"source": source_params, "target": count_params(student.config)})
+    log.info("width-pruned %s -> %s (%.1fM -> %.1fM params)", model, out, source_params["params"] / 1e6,
+             sum(p.numel() for p in student.parameters()) / 1e6)
+
+
+@prune_app.command("depth")
+def prune_depth(
+    model: Model,
+    out: Out,
+    calib: Calib = None,
+    num_layers: Annotated[Optional[int], typer.Option(
+        "--num-layers", help="Layers to keep; the contiguous block to remove is chosen by the scan.")] = None,
+    drop: Annotated[Optional[str], typer.Option(
+        "--drop", help="Layers to remove, 0-based inclusive: 16-31, or 3,5,7. Skips the scan.")] = None,
+    metric: Annotated[str, typer.Option("--metric", help="What picks the block: lm-loss.")] = "lm-loss",
+    scan_lengths: Annotated[Optional[str], typer.Option(
+        "--scan-lengths", help="Extra block lengths to scan for the figure, e.g. 1,2,8.")] = None,
+    num_samples: Annotated[int, typer.Option("--num-samples", help="Validation blocks scored per candidate.")] = 1024,
+    seq_len: SeqLen = None,
+    batch_size: BatchSize = 8,
+    device: Device = "cpu",
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+):
+    """Scan contiguous blocks of layers (and non-contiguous choices), then drop the least important block."""
+    from compress import depth
+    from compress.arch import count_params
+    from compress.checkpoint import check_output_dir, load_config, load_model, output_dir, save_checkpoint, write_record
+    from compress.importance import estimate_importance
+
+    check_output_dir(out, overwrite)
+    config = load_config(model)
+    n = config.num_hidden_layers
+    if (num_layers is None) == (drop is None):
+        raise ValueError("pass exactly one of --num-layers N (scan, then drop) or --drop START-END")
+    scorers_by_metric = {"lm-loss": depth.lm_loss_scorer}
+    if metric not in scorers_by_metric:
+        raise ValueError(f"--metric {metric!r} is unknown; choose from {', '.join(scorers_by_metric)}")
+    table = None
+    if drop is not None:
+        layers = depth.parse_layers(drop, n)
+        teacher, tokenizer = load_model(model, device=device)
+    else:
+        if not 0 < num_layers < n:
+            raise ValueError(f"--num-layers {num_layers} must lie in 1..{n - 1} (the model has {n} layers)")
+        k = n - num_layers
+        lengths = {k} | {int(x) for x in (scan_lengths or "").split(",") if x.strip()}
+        blocks = _calibration(calib, model, config, seq_len, num_samples, seed)
+        batches = list(blocks.batches(batch_size))
+        teacher, tokenizer = load_model(model, device=device)
+        scorer = scorers_by_metric[metric](batches)
+        influence = estimate_importance(teacher, batches, total=len(batches)).layers
+        table = depth.scan(teacher, lengths, [scorer], layer_influence=influence)
+        layers = depth.best_block(table, k, scorer)
+        log.info("lowest %s when removing layers %d-%d", scorer.name, layers[0], layers[-1])
+    source_params = count_params(config)
+    student = depth.drop_layers(teacher, layers)
+    with output_dir(out, overwrite) as tmp:
+        save_checkpoint(student, tokenizer, tmp)
+        if table is not None:
+            table.to_csv(tmp / "depth_scan.csv", index=False)
+            depth.plot_scan(table, [scorer], tmp / "depth_scan.png", title=f"Depth sensitivity of {model}")
+        write_record(tmp, "prune-depth", seed=seed, source=str(model), calib=calib, dropped_layers=layers,
+                     metric=metric, params={"source": source_params, "target": count_params(student.config)})
+    log.info("dropped layers %s: %d -> %d layers, written to %s", depth.layer_label(layers), n, n - len(layers), out)

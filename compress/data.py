@@ -1,0 +1,347 @@
+"""The one data loader behind calibration, distillation and validation.
+
+A source is a local text file, a folder, a JSONL or Parquet file with a ``text`` field, or a
+Hugging Face hub dataset (``owner/name[:config][@split]``). It is tokenized once into a flat
+stream of token ids (every document followed by EOS), cached as a memory-mapped ``.npy``, and cut
+into fixed-length blocks that are shuffled by a seed and split into train and validation::
+
+    from compress.data import load_blocks, calibration_blocks
+
+    splits = load_blocks("corpus/", tokenizer, seq_len=2048, seed=0)
+    for batch in splits.train.batches(8):          # LongTensor [8, 2048]
+        ...
+    val_loss_batches = splits.val.batches(8, limit=50)
+    calib = calibration_blocks("corpus/", tokenizer, seq_len=2048, num_samples=1024)
+
+Because every consumer goes through `load_blocks`, the calibration blocks used for pruning
+importance are always a subset of the train split and never overlap the validation split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+# Bump when the stream layout or the reading rules change, so old caches are not reused.
+FORMAT_VERSION = "minitron-tokens-v1"
+FOLDER_SUFFIXES = (".txt", ".md", ".rst", ".py", ".jsonl", ".json", ".parquet")
+# A hub dataset id, optionally with a config after ':' and a split (slices allowed) after '@'.
+_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?(:[\w.-]+)?(@[\w.:%\[\]+-]+)?")
+# Documents handed to the tokenizer at once: fast tokenizers encode a batch on several threads.
+_ENCODE_BATCH = 64
+
+
+class DataError(ValueError):
+    """A problem with the data the user passed; the message says what is wrong and how to fix it."""
+
+
+@dataclass(eq=False, repr=False)
+class TokenBlocks:
+    """Fixed-length blocks of a token stream, as a view: only `indices` is owned, tokens stay on disk."""
+
+    tokens: np.ndarray
+    seq_len: int
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __repr__(self) -> str:
+        return f"TokenBlocks({len(self)} blocks of {self.seq_len} tokens)"
+
+    def _rows(self) -> np.ndarray:
+        # A reshape of a slice is still a view of the memory map, so indexing it reads only the rows asked for.
+        n = len(self.tokens) // self.seq_len
+        return self.tokens[: n * self.seq_len].reshape(n, self.seq_len)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self._rows()[self.indices[i]].astype(np.int64))
+
+    def batches(self, batch_size: int, limit: int | None = None) -> Iterator[torch.Tensor]:
+        """LongTensors [b, seq_len] in block order, the last batch possibly smaller; at most `limit` batches."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        rows = self._rows()
+        starts = range(0, len(self), batch_size)
+        for start in starts if limit is None else itertools.islice(starts, limit):
+            yield torch.from_numpy(rows[self.indices[start : start + batch_size]].astype(np.int64))
+
+    def take(self, n: int) -> TokenBlocks:
+        """The first n blocks (all of them if there are fewer)."""
+        if n < 0:
+            raise ValueError(f"take needs n >= 0, got {n}")
+        return TokenBlocks(self.tokens, self.seq_len, self.indices[:n])
+
+
+@dataclass
+class DataSplits:
+    train: TokenBlocks
+    val: TokenBlocks
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _looks_local(source: str) -> bool:
+    name = source.rsplit("/", 1)[-1]
+    return source.startswith((".", "/", "~")) or re.search(r"\.[A-Za-z]\w*$", name) is not None
+
+
+def _local_files(source: str) -> list[Path] | None:
+    """The files a local source stands for, or None when `source` names a hub dataset."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        # Hidden entries are skipped so a repository's .git or .venv never leaks into a corpus.
+        files = sorted(
+            p for p in path.rglob("*")
+            if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        if not files:
+            raise DataError(f"folder {source} has no {' '.join(FOLDER_SUFFIXES)} files: add some, or pass a file")
+        return files
+    if _looks_local(source) or not _HUB_NAME.fullmatch(source):
+        raise DataError(f"no such file or folder: {source}")
+    return None
+
+
+def _read_text(path: Path) -> Iterator[str]:
+    # A stray undecodable byte becomes U+FFFD instead of stopping a long tokenization run.
+    yield path.read_text(encoding="utf-8", errors="replace")
+
+
+def _text_of(record: object, where: str) -> str:
+    if isinstance(record, dict) and isinstance(record.get("text"), str):
+        return record["text"]
+    raise DataError(f"{where}: no 'text' field (a string) in this record; every record needs one")
+
+
+def _read_jsonl(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}); JSONL needs one object per line") from e
+            yield _text_of(record, f"{path}:{lineno}")
+
+
+def _read_json(path: Path) -> Iterator[str]:
+    # Many datasets ship JSON Lines under a .json name; a leading '[' tells the two apart.
+    with path.open(encoding="utf-8") as f:
+        head = f.read(4096).lstrip()
+    if not head.startswith("["):
+        yield from _read_jsonl(path)
+        return
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); fix the file or convert it to JSONL") from e
+    for i, record in enumerate(records):
+        yield _text_of(record, f"{path}[{i}]")
+
+
+def _read_parquet(path: Path) -> Iterator[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise DataError(f"reading {path} needs pyarrow: pip install pyarrow, or convert it to JSONL") from e
+    pf = pq.ParquetFile(path)
+    if "text" not in pf.schema_arrow.names:
+        names = ", ".join(pf.schema_arrow.names)
+        raise DataError(f"{path}: no 'text' column (columns: {names}); name the column of documents 'text'")
+    # Row groups are read one batch at a time so a large file never sits in memory whole.
+    for batch in pf.iter_batches(columns=["text"]):
+        yield from (t for t in batch.column("text").to_pylist() if t is not None)
+
+
+_READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet}
+
+
+def _hub_spec(source: str) -> tuple[str, str | None, str]:
+    name_config, _, split = source.partition("@")
+    name, _, config = name_config.partition(":")
+    return name, config or None, split or "train"
+
+
+def _open_hub(source: str) -> Iterator[str]:
+    """Load a hub dataset now, so a missing network or package fails before any progress bar shows."""
+    name, config, split = _hub_spec(source)
+    hint = f"{source!r} does not exist locally, so it was taken as a hub dataset; hub datasets need network"
+    fix = "pass a local file or folder (.txt .md .jsonl .parquet ...) instead"
+    offline = [v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+               if os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")]
+    if offline:
+        raise DataError(f"{hint}, but {offline[0]}=1 is set: {fix}")
+    try:
+        from datasets import load_dataset
+    except ImportError as e:
+        raise DataError(f"{hint} and the `datasets` package (pip install datasets): {fix}") from e
+    try:
+        ds = load_dataset(name, config, split=split)
+    except Exception as e:  # connection, auth and not-found errors all mean the same to the user
+        raise DataError(f"{hint}, and loading it failed ({type(e).__name__}: {e}): {fix}") from e
+    if "text" not in ds.column_names:
+        raise DataError(f"hub dataset {source}: no 'text' column (columns: {', '.join(ds.column_names)})")
+    return (t for batch in ds.iter(batch_size=1024) for t in batch["text"] if t is not None)
+
+
+def _read_files(files: list[Path]) -> Iterator[str]:
+    for path in files:
+        yield from _READERS.get(path.suffix.lower(), _read_text)(path)
+
+
+def read_documents(source: str) -> Iterator[str]:
+    """Every document of a source in a fixed order (folders: sorted paths, each file by its own rule).
+
+    Plain-text files are one document each; .jsonl/.json/.parquet hold one document per record's `text`.
+    A missing path or unreachable hub dataset raises here, at the call, not at the first document.
+    """
+    files = _local_files(source)
+    return _open_hub(source) if files is None else _read_files(files)
+
+
+# ---------------------------------------------------------------------------------------------- tokenizing
+
+
+def _eos_id(tokenizer) -> int:
+    if tokenizer.eos_token_id is None:
+        raise DataError(
+            f"tokenizer {tokenizer.name_or_path!r} has no eos_token_id, so documents cannot be separated: "
+            "set tokenizer.eos_token (or use the model's own tokenizer)"
+        )
+    return int(tokenizer.eos_token_id)
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    body = backend.to_str() if backend is not None else f"{tokenizer.name_or_path}|{len(tokenizer)}"
+    return hashlib.sha256(f"{body}|eos={_eos_id(tokenizer)}".encode()).hexdigest()
+
+
+def _cache_path(source: str, files: list[Path] | None, tokenizer, cache_dir: str | None) -> Path:
+    """The cache file for this source and tokenizer: any edited file or other tokenizer gives a new key."""
+    if files is None:
+        described = "hub:" + "|".join(str(part) for part in _hub_spec(source))
+    else:
+        described = "\n".join(f"{p.resolve()}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}" for p in files)
+    key = hashlib.sha256("\n".join([FORMAT_VERSION, described, _tokenizer_fingerprint(tokenizer)]).encode())
+    root = Path(cache_dir or os.environ.get("MINITRON_CACHE") or "~/.cache/minitron").expanduser()
+    return root / "tokens" / f"{key.hexdigest()}.npy"
+
+
+def _batched(items: Iterable[str], n: int) -> Iterator[list[str]]:
+    it = iter(items)
+    while batch := list(itertools.islice(it, n)):
+        yield batch
+
+
+def tokenize_corpus(source: str, tokenizer, cache_dir: str | None = None) -> np.ndarray:
+    """The source as one flat uint32 token stream (doc, EOS, doc, EOS, ...), memory-mapped from the cache.
+
+    No BOS is added per document: blocks cut across documents, so BOS would only show up at random
+    positions; EOS alone marks the boundaries. The stream is written once, atomically, and reused by
+    every later run with the same files and tokenizer.
+    """
+    eos = _eos_id(tokenizer)
+    files = _local_files(source)
+    path = _cache_path(source, files, tokenizer, cache_dir)
+    if path.exists():
+        tokens = np.load(path, mmap_mode="r")
+        log.info("tokens of %s: %d from cache %s", source, len(tokens), path)
+        return tokens
+
+    docs = read_documents(source)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The stream's length is unknown until the end, so ids go to a raw file first and are copied into
+    # the .npy afterwards: memory stays flat whatever the corpus size.
+    raw_fd, raw_name = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".raw.tmp")
+    npy_fd, npy_name = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".npy.tmp")
+    os.close(npy_fd)
+    try:
+        n_docs = n_tokens = 0
+        with os.fdopen(raw_fd, "wb") as raw, tqdm(desc=f"tokenizing {source}", unit="doc") as bar:
+            for batch in _batched(docs, _ENCODE_BATCH):
+                ids = tokenizer(batch, add_special_tokens=False, return_attention_mask=False, verbose=False)
+                ids = ids["input_ids"]
+                chunk = np.fromiter(itertools.chain.from_iterable(x + [eos] for x in ids if x), dtype=np.uint32)
+                chunk.tofile(raw)
+                n_docs += len(batch)
+                n_tokens += len(chunk)
+                bar.update(len(batch))
+                bar.set_postfix(tokens=n_tokens, refresh=False)
+        if n_docs == 0:
+            raise DataError(f"source {source} has no documents: pass a file or folder with text in it")
+        if n_tokens == 0:
+            raise DataError(f"source {source} has {n_docs} documents but no text (zero tokens): pass non-empty files")
+        out = np.lib.format.open_memmap(npy_name, mode="w+", dtype=np.uint32, shape=(n_tokens,))
+        out[:] = np.memmap(raw_name, dtype=np.uint32, mode="r", shape=(n_tokens,))
+        out.flush()
+        del out
+        os.chmod(npy_name, 0o644)  # mkstemp makes it private; a shared cache must be readable by others
+        os.replace(npy_name, path)
+    finally:
+        for name in (raw_name, npy_name):
+            if os.path.exists(name):
+                os.unlink(name)
+    log.info("tokens of %s: %d documents, %d tokens, cached at %s", source, n_docs, n_tokens, path)
+    return np.load(path, mmap_mode="r")
+
+
+# ---------------------------------------------------------------------------------------------- blocks
+
+
+def load_blocks(source: str, tokenizer, seq_len: int, seed: int = 0, val_fraction: float = 0.05,
+                min_val_blocks: int = 1, cache_dir: str | None = None) -> DataSplits:
+    """Cut the token stream into blocks of `seq_len`, shuffle them by `seed` and split off validation.
+
+    The split depends only on the token stream, `seq_len`, `seed` and the validation settings, so
+    every stage of a run (calibration, training, evaluation) sees the same train/val partition.
+    """
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be at least 1, got {seq_len}")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    tokens = tokenize_corpus(source, tokenizer, cache_dir)
+    n_blocks = len(tokens) // seq_len
+    if n_blocks == 0:
+        raise DataError(
+            f"source {source} has {len(tokens)} tokens, fewer than one block of seq_len={seq_len}: "
+            f"pass a smaller --seq-len (at most {len(tokens)}) or more data"
+        )
+    order = np.random.default_rng(seed).permutation(n_blocks)
+    if n_blocks >= 2:
+        # Keep at least one training block whatever the fraction asks for.
+        n_val = min(max(min_val_blocks, round(val_fraction * n_blocks)), n_blocks - 1)
+    else:
+        n_val = 0
+        log.warning("source %s gives a single block of %d tokens: no validation blocks", source, seq_len)
+    return DataSplits(TokenBlocks(tokens, seq_len, order[n_val:]), TokenBlocks(tokens, seq_len, order[:n_val]))
+
+
+def calibration_blocks(source: str, tokenizer, seq_len: int, num_samples: int = 1024, seed: int = 0,
+                       cache_dir: str | None = None) -> TokenBlocks:
+    """The first `num_samples` shuffled train blocks: pruning importance never looks at validation data."""
+    train = load_blocks(source, tokenizer, seq_len, seed=seed, cache_dir=cache_dir).train
+    if len(train) < num_samples:
+        log.warning("calibration: only %d train blocks of %d tokens available (asked for %d); using all of them",
+                    len(train), seq_len, num_samples)
+    return train.take(num_samples)

@@ -1,0 +1,171 @@
+"""Activation-based importance of every prunable unit, from forward passes on a calibration set.
+
+    scores = estimate_importance(model, calib.batches(batch_size=8))
+    scores.save("importance.safetensors")          # one estimation serves several width targets
+
+What is scored (the Minitron recipe, as ModelOpt implements it for Megatron):
+- MLP neurons: the activation entering `down_proj` (after the gate), per neuron.
+- attention heads: the per-head output entering `o_proj`, an L2 norm over head_dim of the per-channel
+  scores; the pruner ranks heads within their KV group so grouped-query attention stays valid.
+- embedding channels: the outputs of every RMSNorm (both per layer and the final one), summed.
+- layers: Block Influence, the mean over tokens of 1 - cos(layer input, layer output).
+
+Aggregation: per sample over the sequence (`seq_agg`: mean of |x| (default), l2, max), then over samples
+(`batch_agg`: l2 (default), mean, max). With the defaults a channel's score is
+sqrt(sum_b (mean_s |x_bs|)^2), exactly ModelOpt's `x.abs().mean(seq).pow(2).sum(batch)` then sqrt.
+
+Only the decoder runs (no lm_head): its logits are never needed, which keeps the estimation cheaper than
+a plain forward of the causal LM.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from compress.arch import Dims, check_supported
+
+SEQ_AGGREGATIONS = {"mean": 1, "l2": 2, "max": math.inf}  # vector-norm order over the sequence
+BATCH_AGGREGATIONS = ("l2", "mean", "max")
+
+
+@dataclass
+class Importance:
+    """Scores of one model; higher means more important. Shapes: hidden [H], ffn [L, F], heads [L, heads],
+    layers [L]."""
+
+    hidden: torch.Tensor
+    ffn: torch.Tensor
+    heads: torch.Tensor
+    layers: torch.Tensor
+    meta: dict = field(default_factory=dict)
+
+    def save(self, path) -> None:
+        tensors = {"hidden": self.hidden, "ffn": self.ffn, "heads": self.heads, "layers": self.layers}
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"meta": json.dumps(self.meta)})
+
+    @classmethod
+    def load(cls, path) -> "Importance":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata().get("meta", "{}"))
+        return cls(**load_file(str(path)), meta=meta)
+
+    def check_matches(self, dims: Dims) -> None:
+        """Refuse scores computed on another architecture."""
+        shapes = {"hidden": (dims.hidden,), "ffn": (dims.layers, dims.ffn), "heads": (dims.layers, dims.heads)}
+        for name, shape in shapes.items():
+            if tuple(getattr(self, name).shape) != shape:
+                raise ValueError(f"importance scores do not match the model: {name} has shape "
+                                 f"{tuple(getattr(self, name).shape)}, the model needs {shape}; re-estimate them")
+
+
+class _Reducer:
+    """Accumulates per-sample channel scores [b, C] over batches with the chosen batch aggregation."""
+
+    def __init__(self, batch_agg: str):
+        self.batch_agg, self.value, self.count = batch_agg, None, 0
+
+    def add(self, per_sample: torch.Tensor) -> None:
+        per_sample = per_sample.float()
+        if self.batch_agg == "l2":
+            part = per_sample.pow(2).sum(0)
+        elif self.batch_agg == "mean":
+            part = per_sample.sum(0)
+        else:
+            part = per_sample.amax(0)
+        if self.value is None:
+            self.value = part
+        elif self.batch_agg == "max":
+            self.value = torch.maximum(self.value, part)
+        else:
+            self.value += part
+        self.count += per_sample.shape[0]
+
+    def result(self) -> torch.Tensor:
+        if self.batch_agg == "l2":
+            return self.value.sqrt()
+        if self.batch_agg == "mean":
+            return self.value / self.count
+        return self.value
+
+
+@torch.no_grad()
+def estimate_importance(model, batches: Iterable[torch.Tensor], seq_agg: str = "mean", batch_agg: str = "l2",
+                        total: int | None = None) -> Importance:
+    """Score every neuron, head, embedding channel and layer of `model` over `batches` of token ids [b, s]."""
+    if seq_agg not in SEQ_AGGREGATIONS:
+        raise ValueError(f"seq_agg must be one of {', '.join(SEQ_AGGREGATIONS)}, not {seq_agg!r}")
+    if batch_agg not in BATCH_AGGREGATIONS:
+        raise ValueError(f"batch_agg must be one of {', '.join(BATCH_AGGREGATIONS)}, not {batch_agg!r}")
+    check_supported(model.config)
+    dims = Dims.of(model.config)
+    order = SEQ_AGGREGATIONS[seq_agg]
+
+    def over_sequence(x: torch.Tensor) -> torch.Tensor:  # [b, s, C] -> [b, C]
+        reduced = torch.linalg.vector_norm(x, ord=order, dim=1, dtype=torch.float32)
+        return reduced / x.shape[1] if seq_agg == "mean" else reduced
+
+    decoder = model.model
+    hidden = _Reducer(batch_agg)
+    ffn = [_Reducer(batch_agg) for _ in range(dims.layers)]
+    attn = [_Reducer(batch_agg) for _ in range(dims.layers)]
+    influence_sum = torch.zeros(dims.layers, dtype=torch.float64)
+    layer_inputs: dict[int, torch.Tensor] = {}
+    hooks = []
+
+    def on_norm(_module, _args, out):
+        hidden.add(over_sequence(out))
+
+    def input_hook(reducer):
+        return lambda _module, args: reducer.add(over_sequence(args[0]))
+
+    def layer_in(i):
+        def hook(_module, args, kwargs):
+            layer_inputs[i] = args[0] if args else kwargs["hidden_states"]
+        return hook
+
+    def layer_out(i):
+        def hook(_module, _args, _kwargs, out):
+            out = out[0] if isinstance(out, tuple) else out
+            cos = torch.nn.functional.cosine_similarity(layer_inputs.pop(i).float(), out.float(), dim=-1)
+            influence_sum[i] += (1 - cos).sum().item()
+        return hook
+
+    for i, layer in enumerate(decoder.layers):
+        hooks += [layer.input_layernorm.register_forward_hook(on_norm),
+                  layer.post_attention_layernorm.register_forward_hook(on_norm),
+                  layer.mlp.down_proj.register_forward_pre_hook(input_hook(ffn[i])),
+                  layer.self_attn.o_proj.register_forward_pre_hook(input_hook(attn[i])),
+                  layer.register_forward_pre_hook(layer_in(i), with_kwargs=True),
+                  layer.register_forward_hook(layer_out(i), with_kwargs=True)]
+    hooks.append(decoder.norm.register_forward_hook(on_norm))
+    device = next(model.parameters()).device
+    num_samples = seq_len = num_tokens = 0
+    try:
+        for ids in tqdm(batches, total=total, desc="importance", unit="batch"):
+            decoder(input_ids=ids.to(device), use_cache=False)
+            num_samples += ids.shape[0]
+            seq_len = ids.shape[1]
+            num_tokens += ids.numel()
+    finally:
+        for h in hooks:
+            h.remove()
+    if num_samples == 0:
+        raise ValueError("the calibration set is empty: no batches were given")
+    head_channels = torch.stack([r.result() for r in attn]).view(dims.layers, dims.heads, dims.head_dim)
+    return Importance(
+        hidden=hidden.result(),
+        ffn=torch.stack([r.result() for r in ffn]),
+        heads=torch.linalg.vector_norm(head_channels, dim=-1),
+        layers=(influence_sum / num_tokens).float(),
+        meta={"num_samples": num_samples, "seq_len": seq_len, "seq_agg": seq_agg, "batch_agg": batch_agg,
+              "dims": dims.__dict__},
+    )

@@ -1,0 +1,51 @@
+"""The `minitron` command: one entry point, a subcommand per stage of the Minitron recipe.
+
+    minitron arch --recipe recipes/llama-3.1-minitron-4b-width.yaml      # parameter counts, no weights
+    minitron importance --model DIR --calib DATA --out scores.safetensors
+    minitron prune width --model DIR --calib DATA --out DIR --hidden-size N --ffn-hidden-size N
+    minitron prune depth --model DIR --calib DATA --out DIR --num-layers N
+
+Bad input exits with status 2 and one line that names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from compress import cli as compress_cli
+
+app = typer.Typer(help="Minitron: prune and distill a model family from one Hugging Face checkpoint.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.command("arch")(compress_cli.arch)
+app.command("importance")(compress_cli.importance)
+app.add_typer(compress_cli.prune_app, name="prune")
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        app(args=argv, standalone_mode=False)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except typer.Exit as done:
+        return done.exit_code
+    except Exception as err:  # click's own usage errors
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

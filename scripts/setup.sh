@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install the project with its test extras. Sourced by demo.sh and test.sh.
+# TORCH_SPEC picks the torch build; the default is the CPU wheel this project is tested with.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  .venv/bin/pip install -q "${TORCH_SPEC:-torch==2.13.0}" 2> >(grep -v "is ignored: it is neither" >&2)
+fi
+if ! .venv/bin/python -c "import compress, minitron, pytest, pyarrow" 2>/dev/null || [ pyproject.toml -nt .venv/.installed ]; then
+  .venv/bin/pip install -q -e ".[test]" 2> >(grep -v "is ignored: it is neither" >&2)
+  touch .venv/.installed
+fi

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test suite: fast CPU tests by default (a few minutes on 2 cores). Extra arguments go to pytest,
+# e.g. `scripts/test.sh -m slow` for the slow ones. Exit 5 (no tests collected) is a failure here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+.venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,60 @@
+"""Tiny random models of every supported family, and a tokenizer trained here: nothing comes from a hub."""
+
+from __future__ import annotations
+
+import pathlib
+import sysconfig
+
+import pytest
+import torch
+
+from compress.tokenizer import train_tokenizer
+
+FAMILIES = ["llama", "mistral", "qwen2"]
+
+
+def stdlib_texts(n_files: int = 12) -> list[str]:
+    """A few Python standard-library sources: real text that every machine with Python has."""
+    files = sorted(pathlib.Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:n_files]
+    return [f.read_text(errors="ignore") for f in files]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return train_tokenizer(stdlib_texts(), vocab_size=384)
+
+
+def tiny_config(family: str = "llama", *, tie: bool = False, hidden: int = 48, heads: int = 6, kv_heads: int = 2,
+                head_dim: int = 12, ffn: int = 96, layers: int = 4, vocab: int = 384):
+    """hidden/heads = 8 while head_dim = 12, and 3 query heads per KV group: the awkward cases on purpose."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.for_model(
+        family, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers, num_attention_heads=heads,
+        num_key_value_heads=kv_heads, head_dim=head_dim, vocab_size=vocab, max_position_embeddings=256,
+        tie_word_embeddings=tie, bos_token_id=0, eos_token_id=1, pad_token_id=2, rms_norm_eps=1e-6,
+    )
+    cfg.architectures = [{"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+                          "qwen2": "Qwen2ForCausalLM"}[family]]
+    return cfg
+
+
+def tiny_model(family: str = "llama", seed: int = 0, **kw):
+    """A random model in fp32 whose weights are large enough that pruning mistakes move the logits."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(family, **kw), dtype=torch.float32)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)  # non-unit norm weights, so rescaling mistakes show
+            elif p.dim() == 2:
+                p.normal_(0, 0.15)
+            else:
+                p.normal_(0, 0.1)  # q/k/v biases of Qwen2
+    return model.eval()
+
+
+def sample_ids(vocab: int = 384, batch: int = 2, seq: int = 16, seed: int = 1) -> torch.Tensor:
+    return torch.randint(3, vocab, (batch, seq), generator=torch.Generator().manual_seed(seed))

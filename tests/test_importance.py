@@ -1,0 +1,67 @@
+"""Activation importance: the formula, the aggregations, and zeroed units scoring lowest."""
+
+import pytest
+import torch
+
+from compress.importance import Importance, estimate_importance
+from conftest import sample_ids, tiny_model
+
+
+def test_default_aggregation_is_modelopts_formula():
+    model = tiny_model()
+    batches = [sample_ids(seed=1), sample_ids(seed=2)]
+    seen = []
+    hook = model.model.layers[1].mlp.down_proj.register_forward_pre_hook(lambda _m, a: seen.append(a[0].detach()))
+    scores = estimate_importance(model, batches)
+    hook.remove()
+    # ModelOpt: per batch x.abs().mean(seq).pow(2).sum(batch), summed over batches, sqrt at the end
+    expected = sum(x.abs().mean(1).pow(2).sum(0) for x in seen).sqrt()
+    torch.testing.assert_close(scores.ffn[1], expected)
+    assert scores.meta["num_samples"] == 4 and scores.meta["seq_len"] == 16
+
+
+@pytest.mark.parametrize("seq_agg,batch_agg,reference", [
+    ("max", "mean", lambda xs: torch.cat([x.abs().amax(1) for x in xs]).mean(0)),
+    ("l2", "max", lambda xs: torch.cat([x.norm(dim=1) for x in xs]).amax(0)),
+])
+def test_other_aggregations(seq_agg, batch_agg, reference):
+    model = tiny_model()
+    seen = []
+    hook = model.model.layers[0].mlp.down_proj.register_forward_pre_hook(lambda _m, a: seen.append(a[0].detach()))
+    scores = estimate_importance(model, [sample_ids(seed=1), sample_ids(seed=2)], seq_agg=seq_agg, batch_agg=batch_agg)
+    hook.remove()
+    torch.testing.assert_close(scores.ffn[0], reference(seen))
+
+
+def test_zeroed_units_score_lowest():
+    model = tiny_model()
+    hd = model.config.head_dim
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.mlp.gate_proj.weight[7] = 0  # neuron 7 never activates
+            layer.self_attn.v_proj.weight[hd:2 * hd] = 0  # KV group 1 carries nothing: heads 3, 4, 5 output zero
+            layer.self_attn.o_proj.weight[11] = 0
+            layer.mlp.down_proj.weight[11] = 0
+        model.model.embed_tokens.weight[:, 11] = 0  # residual channel 11 stays zero everywhere
+    scores = estimate_importance(model, [sample_ids(seed=4)])
+    assert (scores.ffn.argmin(dim=1) == 7).all()
+    assert scores.ffn[:, 7].abs().max() == 0
+    assert set(scores.heads.argsort(dim=1)[:, :3].flatten().tolist()) == {3, 4, 5}
+    assert scores.hidden.argmin() == 11
+    assert scores.layers.shape == (4,) and (scores.layers > 0).all()
+
+
+def test_scores_round_trip_through_a_file(tmp_path):
+    scores = estimate_importance(tiny_model(), [sample_ids()])
+    scores.save(tmp_path / "s.safetensors")
+    again = Importance.load(tmp_path / "s.safetensors")
+    for name in ("hidden", "ffn", "heads", "layers"):
+        assert torch.equal(getattr(again, name), getattr(scores, name))
+    assert again.meta == scores.meta
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="seq_agg must be one of"):
+        estimate_importance(tiny_model(), [sample_ids()], seq_agg="median")
+    with pytest.raises(ValueError, match="calibration set is empty"):
+        estimate_importance(tiny_model(), [])
