@@ -4,6 +4,9 @@
     minitron importance --model DIR --calib DATA --out scores.safetensors
     minitron prune width --model DIR --calib DATA --out DIR --hidden-size N --ffn-hidden-size N
     minitron prune depth --model DIR --calib DATA --out DIR --num-layers N
+    minitron correct --model TEACHER --data DATA --out CORRECTED --tokens N
+    minitron distill --teacher CORRECTED --student PRUNED --data DATA --out DISTILLED --tokens N
+    minitron plot OUT1/metrics.jsonl OUT2/metrics.jsonl --out curves.png
 
 Bad input exits with status 2 and one line that names the problem and the fix.
 """
@@ -16,12 +19,17 @@ import sys
 import typer
 
 from compress import cli as compress_cli
+from compress.curves import plot as plot_curves
+from compress.train import TrainingDiverged
 
 app = typer.Typer(help="Minitron: prune and distill a model family from one Hugging Face checkpoint.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.command("arch")(compress_cli.arch)
 app.command("importance")(compress_cli.importance)
 app.add_typer(compress_cli.prune_app, name="prune")
+app.command("distill")(compress_cli.distill)
+app.command("correct")(compress_cli.correct)
+app.command("plot")(plot_curves)
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
 
@@ -35,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except typer.Exit as done:
         return done.exit_code
     except Exception as err:  # click's own usage errors

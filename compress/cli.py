@@ -103,10 +103,13 @@ def arch(
     if as_json:
         typer.echo(json.dumps(result))
         return
+    def human(n: int) -> str:
+        return f"{n / 1e9:.3f}B" if n >= 1e9 else f"{n / 1e6:.3f}M"
+
     for side in ("source", "target"):
         counts = result[side]
-        typer.echo(f"{side:7s} {counts['params'] / 1e9:7.3f}B params  "
-                   f"{counts['non_embedding_params'] / 1e9:7.3f}B non-embedding")
+        typer.echo(f"{side:7s} {human(counts['params']):>9s} params  "
+                   f"{human(counts['non_embedding_params']):>9s} non-embedding")
     typer.echo(f"target  {result['target']['dims']}")
 
 
@@ -252,3 +255,103 @@ def prune_depth(
         write_record(tmp, "prune-depth", seed=seed, source=str(model), calib=calib, dropped_layers=layers,
                      metric=metric, params={"source": source_params, "target": count_params(student.config)})
     log.info("dropped layers %s: %d -> %d layers, written to %s", depth.layer_label(layers), n, n - len(layers), out)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# training: distill and correct share every flag but their defaults
+
+Data = Annotated[str, typer.Option("--data", help="Training text: file, folder, JSONL, Parquet or hub dataset.")]
+Steps = Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps.")]
+Tokens = Annotated[Optional[int], typer.Option("--tokens", help="Token budget; sets the steps.")]
+TrainSeqLen = Annotated[int, typer.Option("--seq-len", help="Tokens per sequence (the paper: 8192).")]
+GlobalBatch = Annotated[int, typer.Option("--global-batch", help="Sequences per step over all processes.")]
+MicroBatch = Annotated[int, typer.Option("--micro-batch", help="Sequences per forward pass per process.")]
+MinLr = Annotated[float, typer.Option("--min-lr", help="End of the cosine decay.")]
+EvalEvery = Annotated[int, typer.Option("--eval-every", help="Validate every N steps.")]
+EvalBatches = Annotated[int, typer.Option("--eval-batches", help="Validation micro-batches per evaluation.")]
+SaveEvery = Annotated[int, typer.Option("--save-every", help="Resumable checkpoint every N steps.")]
+Precision = Annotated[str, typer.Option("--precision", help="auto (bf16 on capable GPUs), bf16 or fp32.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
+
+
+def _train_config(steps, tokens, seq_len, global_batch, **fields):
+    from compress.train import TrainConfig
+
+    if (steps is None) == (tokens is None):
+        raise ValueError("pass exactly one of --steps N or --tokens N")
+    if tokens is not None:
+        steps = max(1, -(-tokens // (global_batch * seq_len)))
+    return TrainConfig(steps=steps, seq_len=seq_len, global_batch=global_batch, **fields)
+
+
+def distill(
+    teacher: Annotated[str, typer.Option("--teacher", help="The unpruned (or corrected) teacher folder.")],
+    student: Annotated[str, typer.Option("--student", help="The pruned student folder.")],
+    data: Data,
+    out: Out,
+    steps: Steps = None,
+    tokens: Tokens = None,
+    seq_len: TrainSeqLen = 8192,
+    global_batch: GlobalBatch = 1152,
+    micro_batch: MicroBatch = 1,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (Table 4: 1e-4).")] = 1e-4,
+    min_lr: MinLr = 1e-5,
+    warmup: Annotated[int, typer.Option("--warmup", help="Warm-up steps (Table 4: 40).")] = 40,
+    temperature: Annotated[float, typer.Option("--temperature", help="KD softmax temperature.")] = 1.0,
+    lm_weight: Annotated[float, typer.Option("--lm-weight", help="Mix in the student's LM loss.")] = 0.0,
+    lm_only: Annotated[bool, typer.Option("--lm-only", help="Train on the LM loss alone (a baseline).")] = False,
+    correct_teacher: Annotated[bool, typer.Option(
+        "--correct-teacher", help="Correct the teacher in parallel (its LM loss, one fifth of --lr).")] = False,
+    random_init: Annotated[bool, typer.Option(
+        "--random-init", help="Re-initialise the student's weights (a baseline).")] = False,
+    eval_every: EvalEvery = 50,
+    eval_batches: EvalBatches = 8,
+    save_every: SaveEvery = 100,
+    precision: Precision = "auto",
+    device: Device = "cpu",
+    seed: Seed = 0,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+):
+    """Logit-only forward-KL distillation of a pruned student from its teacher."""
+    from compress.train import fit
+
+    cfg = _train_config(steps, tokens, seq_len, global_batch, micro_batch=micro_batch, lr=lr, min_lr=min_lr,
+                        warmup=warmup, temperature=temperature, lm_weight=lm_weight, kd=not lm_only,
+                        correct_teacher=correct_teacher, teacher_lr=lr / 5, eval_every=eval_every,
+                        eval_batches=eval_batches, save_every=save_every, precision=precision, seed=seed)
+    fit(student, data, out, cfg, teacher_dir=teacher, stage="distill", resume=resume, overwrite=overwrite,
+        random_init=random_init, device=device)
+    log.info("distilled student written to %s", out)
+
+
+def correct(
+    model: Model,
+    data: Data,
+    out: Out,
+    steps: Steps = None,
+    tokens: Tokens = None,
+    seq_len: TrainSeqLen = 8192,
+    global_batch: GlobalBatch = 1152,
+    micro_batch: MicroBatch = 1,
+    peak_lr: Annotated[float, typer.Option("--peak-lr", help="The peak LR the correction is a fifth of.")] = 1e-4,
+    min_lr: MinLr = 1e-5,
+    warmup: Annotated[int, typer.Option("--warmup", help="Warm-up steps (the paper: 120).")] = 120,
+    eval_every: EvalEvery = 50,
+    eval_batches: EvalBatches = 8,
+    save_every: SaveEvery = 100,
+    precision: Precision = "auto",
+    device: Device = "cpu",
+    seed: Seed = 0,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+):
+    """Teacher correction: fine-tune the teacher on the distillation data at one fifth of the peak LR."""
+    from compress.train import fit
+
+    lr = peak_lr / 5
+    cfg = _train_config(steps, tokens, seq_len, global_batch, micro_batch=micro_batch, lr=lr,
+                        min_lr=min(min_lr, lr), warmup=warmup, kd=False, eval_every=eval_every,
+                        eval_batches=eval_batches, save_every=save_every, precision=precision, seed=seed)
+    fit(model, data, out, cfg, stage="correct", resume=resume, overwrite=overwrite, device=device)
+    log.info("corrected teacher written to %s", out)

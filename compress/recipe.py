@@ -1,9 +1,12 @@
-"""Recipes: YAML files that name a teacher and what to make of it. Each file's header gives its command.
+"""Recipes: YAML files that name a teacher, its data, and every setting of the path from it to a student.
+Each file's header gives the commands it stands for.
 
     minitron arch --recipe recipes/llama-3.1-minitron-4b-width.yaml
 
-Unknown fields are errors that name the field and the ones allowed, so a typo never silently falls
-back to a default.
+Sections: `teacher` (model and architecture config), `data` (the distillation data), `correct` and
+`distill` (training settings: any `TrainConfig` field, plus `tokens` as the budget), `prune` (the target).
+Unknown fields are errors that name the field and the ones allowed, so a typo never silently falls back
+to a default.
 """
 
 from __future__ import annotations
@@ -36,10 +39,16 @@ class Recipe:
     """A local checkpoint folder or a hub id (needs network)."""
     teacher_config: Path
     """A config.json with the teacher's architecture, for dry runs without weights; relative to the recipe."""
+    data: str | None = None
+    """The distillation data (file, folder, JSONL, Parquet or hub dataset)."""
+    correct: dict = field(default_factory=dict)
+    """Teacher-correction settings (TrainConfig fields and `tokens`); empty skips correction."""
     prune: PruneSpec = field(default_factory=PruneSpec)
+    distill: dict = field(default_factory=dict)
+    """Distillation settings (TrainConfig fields and `tokens`)."""
 
 
-def _build(cls, data: dict, where: str):
+def _build(cls, data, where: str):
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
     allowed = {f.name for f in dataclasses.fields(cls)}
@@ -47,6 +56,32 @@ def _build(cls, data: dict, where: str):
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
     return cls(**data)
+
+
+def _training(section, where: str) -> dict:
+    """A training section checked against TrainConfig's fields (and its own validation)."""
+    from compress.train import TrainConfig
+
+    if not isinstance(section or {}, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(section).__name__}")
+    section = dict(section or {})
+    tokens = section.pop("tokens", None)
+    if tokens is not None and "steps" in section:
+        raise ValueError(f"{where}: give `tokens` or `steps`, not both")
+    defaults = TrainConfig()
+    for key, value in section.items():  # YAML reads 1e-4 as a string: coerce to the field's type
+        default = getattr(defaults, key, None)
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
+            try:
+                section[key] = type(default)(float(value))
+            except ValueError:
+                raise ValueError(f"{where}: {key} must be a number, got {value!r}") from None
+    cfg = _build(TrainConfig, section, where)
+    try:
+        cfg.validate()
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    return {**section, **({"tokens": int(float(tokens))} if tokens is not None else {})}
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -60,6 +95,9 @@ def load_recipe(path: str | Path) -> Recipe:
     prune = _build(PruneSpec, data.pop("prune", {}) or {}, f"{path}: prune")
     if prune.method not in ("width", "depth"):
         raise ValueError(f"{path}: prune.method must be 'width' or 'depth', not {prune.method!r}")
+    for section in ("correct", "distill"):
+        if section in data:
+            data[section] = _training(data[section], f"{path}: {section}")
     recipe = _build(Recipe, {**data, "teacher_model": teacher["model"],
                              "teacher_config": (path.parent / teacher["config"]).resolve(), "prune": prune}, str(path))
     if not recipe.teacher_config.is_file():

@@ -1,0 +1,495 @@
+"""The training loop behind `minitron distill` and `minitron correct`, on one process or many.
+
+    minitron distill --teacher T --student S --data DATA --out OUT --steps 40 --seq-len 256 --global-batch 16
+    torchrun --nproc_per_node 8 -m minitron distill ...        # data-parallel, FSDP2-sharded, same flags
+
+One `Objective` module holds the student and (for distillation) the teacher, and computes every loss inside
+its forward: logit-only forward KL from the teacher, optionally mixed with the student's LM loss, and in the
+paper's parallel teacher correction the teacher's own LM loss. Keeping the loss inside one module's forward
+is what lets FSDP2 shard both models: the lm_head weights that the chunked losses multiply with are gathered
+for exactly that forward and its backward.
+
+Runs resume exactly: the data order is a function of the step, and a checkpoint holds the trained weights,
+the optimizer and scheduler state and the RNG state, so an interrupted-and-resumed run logs the same losses
+as an uninterrupted one. A NaN or exploding loss stops the run before the optimizer step, leaving the last
+good checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from compress.kd_loss import chunked_kd_loss, chunked_lm_loss, lm_head_of
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "state"
+METRICS = "metrics.jsonl"
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run; the defaults are the paper's Table 4 (Llama-3.1-Minitron) where it has one."""
+
+    steps: int = 100
+    """Optimizer steps; `--tokens` sets it to tokens / (global_batch * seq_len)."""
+    seq_len: int = 8192
+    """Tokens per sequence (the paper's context length)."""
+    global_batch: int = 1152
+    """Sequences per optimizer step, over all processes; reached by gradient accumulation."""
+    micro_batch: int = 1
+    """Sequences per forward pass on each process."""
+    lr: float = 1e-4
+    """Peak learning rate of the student (Table 4)."""
+    min_lr: float = 1e-5
+    """Final learning rate of the cosine decay (Table 4)."""
+    warmup: int = 40
+    """Linear warm-up steps (Table 4)."""
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0 turns clipping off)."""
+    temperature: float = 1.0
+    """Softmax temperature of the forward KL."""
+    lm_weight: float = 0.0
+    """Weight of the student's LM cross-entropy beside the KD loss; the paper uses KD only (0)."""
+    kd: bool = True
+    """False trains the student on its LM loss only (the paper's 'pruning + LM loss' baseline)."""
+    correct_teacher: bool = False
+    """Train the teacher on its LM loss while it teaches (the paper's Figure 5)."""
+    teacher_lr: float = 2e-5
+    """Peak learning rate of the teacher under parallel correction: one fifth of the student's peak."""
+    teacher_warmup: int = 120
+    """Warm-up steps of the teacher under parallel correction (the paper's correction setting)."""
+    eval_every: int = 50
+    """Validate every N steps (and at step 0 and at the end)."""
+    eval_batches: int = 8
+    """Validation micro-batches per evaluation."""
+    save_every: int = 100
+    """Write a resumable checkpoint every N steps (and at the end)."""
+    chunk_size: int = 1024
+    """Tokens per chunk of the vocabulary-sized losses."""
+    precision: str = "auto"
+    """'bf16' autocast, 'fp32', or 'auto' (bf16 on GPUs that support it, fp32 on the CPU)."""
+    seed: int = 0
+    """Seeds the data order and any random initialisation."""
+    spike_factor: float = 5.0
+    """Stop when a step's loss exceeds this multiple of the running mean (after 10 steps)."""
+
+    def validate(self, world: int = 1) -> None:
+        if self.global_batch % (world * self.micro_batch):
+            raise ValueError(f"--global-batch {self.global_batch} must be a multiple of processes x micro batch "
+                             f"({world} x {self.micro_batch})")
+        positive = ["steps", "seq_len", "global_batch", "micro_batch", "eval_every", "save_every", "chunk_size"]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.min_lr <= self.lr:
+            raise ValueError(f"need 0 < --min-lr <= --lr, got {self.min_lr} and {self.lr}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"--precision must be auto, bf16 or fp32, not {self.precision!r}")
+
+
+def lr_multiplier(step: int, total: int, warmup: int, peak: float, minimum: float) -> float:
+    """Linear warm-up to the peak, then cosine decay to the minimum at the last step; as a fraction of peak."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return (minimum + 0.5 * (peak - minimum) * (1 + math.cos(math.pi * progress))) / peak
+
+
+class Objective(torch.nn.Module):
+    """Student and teacher, and every loss of one micro-batch computed in `forward`."""
+
+    def __init__(self, student, teacher=None, cfg: TrainConfig | None = None):
+        super().__init__()
+        self.student, self.teacher, self.cfg = student, teacher, cfg or TrainConfig()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None and not self.cfg.correct_teacher:
+            self.teacher.eval()  # a frozen teacher always predicts in inference mode
+        return self
+
+    def forward(self, ids: torch.Tensor, evaluate: bool = False) -> dict[str, torch.Tensor]:
+        """Losses of one micro-batch [b, s]; `evaluate` gives the validation metrics instead (student LM
+        loss `lm` and its KL to the teacher `kd`, with no mixing and no teacher update)."""
+        cfg = self.cfg
+        labels = torch.full_like(ids, -100)
+        labels[:, :-1] = ids[:, 1:]  # position t predicts token t+1; the last position has no target
+        s_hidden = self.student.model(input_ids=ids, use_cache=False).last_hidden_state
+        s_weight, s_bias = lm_head_of(self.student)
+        out: dict[str, torch.Tensor] = {}
+        if self.teacher is None or not (cfg.kd or evaluate):  # LM loss only: the teacher is not needed
+            out["lm"] = out["loss"] = chunked_lm_loss(s_hidden, s_weight, labels, cfg.chunk_size, bias=s_bias)
+            return out
+        train_teacher = cfg.correct_teacher and not evaluate
+        with torch.set_grad_enabled(train_teacher and torch.is_grad_enabled()):
+            t_hidden = self.teacher.model(input_ids=ids, use_cache=False).last_hidden_state
+            t_weight, t_bias = lm_head_of(self.teacher)
+            if train_teacher:  # the same forward pass updates the teacher and teaches the student
+                out["teacher_lm"] = chunked_lm_loss(t_hidden, t_weight, labels, cfg.chunk_size, bias=t_bias)
+        kd = chunked_kd_loss(s_hidden, s_weight, t_hidden.detach(), t_weight.detach(),
+                             temperature=1.0 if evaluate else cfg.temperature, chunk_size=cfg.chunk_size,
+                             labels=labels, lm_weight=0.0 if evaluate else cfg.lm_weight,
+                             student_lm_head_bias=s_bias, teacher_lm_head_bias=None if t_bias is None else t_bias.detach())
+        out["kd"], out["lm"] = kd.kd, kd.lm  # the student's LM loss comes from the same chunked pass
+        if not evaluate:
+            out["loss"] = kd.loss + out["teacher_lm"] if train_teacher else kd.loss
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# processes and devices
+
+
+def init_distributed(device: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); under torchrun a process group is started (NCCL on GPUs, gloo on CPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device.startswith("cuda"):
+            torch.cuda.set_device(local)
+            device = f"cuda:{local}"
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return rank, world, torch.device(device)
+
+
+def shard(objective: Objective) -> None:
+    """FSDP2: every decoder layer of both models is its own shard group; the rest (embeddings, norms,
+    lm_heads) is sharded with the objective at the root, gathered for its forward and backward."""
+    from torch.distributed.fsdp import fully_shard
+
+    for model in (objective.student, objective.teacher):
+        if model is not None:
+            for layer in model.model.layers:
+                fully_shard(layer)
+    fully_shard(objective)
+
+
+def _all_mean(values: dict[str, float], world: int) -> dict[str, float]:
+    if world == 1:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: v / world for k, v in zip(keys, t.tolist())}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data order
+
+
+class StepSampler:
+    """Which training blocks each process reads at each step: a pure function of (seed, step, rank), so a
+    resumed run reads exactly what the uninterrupted one would have. Epoch 0 keeps the loader's shuffled
+    order; each later epoch is a fresh permutation from the seed."""
+
+    def __init__(self, num_blocks: int, cfg: TrainConfig, rank: int, world: int):
+        self.n, self.cfg, self.rank, self.world = num_blocks, cfg, rank, world
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: np.arange(self.n) if epoch == 0 else
+                           np.random.default_rng([self.cfg.seed, epoch]).permutation(self.n)}
+        return self._perms[epoch]
+
+    def micro_batches(self, step: int) -> list[list[int]]:
+        per_rank = self.cfg.global_batch // self.world
+        start = step * self.cfg.global_batch + self.rank * per_rank
+        positions = [start + j for j in range(per_rank)]
+        picks = [int(self._order(p // self.n)[p % self.n]) for p in positions]
+        m = self.cfg.micro_batch
+        return [picks[i:i + m] for i in range(0, per_rank, m)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _trained_prefixes(cfg: TrainConfig) -> tuple[str, ...]:
+    return ("student.", "teacher.") if cfg.correct_teacher else ("student.",)
+
+
+def save_state(out: Path, objective, optimizer, scheduler, step: int, cfg: TrainConfig, rank: int) -> None:
+    """A resumable checkpoint in out/state, replaced atomically (all ranks take part in the gather)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    model_sd, optim_sd = get_state_dict(objective, optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if rank != 0:
+        return
+    prefixes = _trained_prefixes(cfg)
+    state = {"model": {k: v for k, v in model_sd.items() if k.startswith(prefixes)}, "optim": optim_sd,
+             "scheduler": scheduler.state_dict(), "step": step, "rng": torch.get_rng_state(),
+             "config": dataclasses.asdict(cfg)}
+    tmp = out / f"{STATE_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save(state, tmp / "train_state.pt")
+    final = out / STATE_DIR
+    old = out / f"{STATE_DIR}.old"
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+RESUME_MUST_MATCH = ("seq_len", "global_batch", "seed", "kd", "correct_teacher", "temperature", "lm_weight")
+
+
+def load_state(out: Path, objective, optimizer, scheduler, cfg: TrainConfig) -> int:
+    """Restore a checkpoint written by `save_state`; returns the step to continue from."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    state = torch.load(out / STATE_DIR / "train_state.pt", map_location="cpu", weights_only=False)
+    for name in RESUME_MUST_MATCH:
+        if state["config"][name] != getattr(cfg, name):
+            raise ValueError(f"cannot resume: {name} was {state['config'][name]!r}, now {getattr(cfg, name)!r}; "
+                             "use the original settings or start over with --overwrite")
+    set_state_dict(objective, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                   options=StateDictOptions(full_state_dict=True, strict=False))
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    return state["step"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the loop
+
+
+@torch.no_grad()
+def evaluate(objective, val, cfg: TrainConfig, device, autocast, world: int) -> dict[str, float | None]:
+    """Student LM loss on held-out blocks, and its KL to the teacher when there is one."""
+    objective.eval()
+    sums: dict[str, float] = {}
+    batches = 0
+    for ids in val.batches(cfg.micro_batch, limit=cfg.eval_batches):
+        with autocast:
+            for k, v in objective(ids.to(device), evaluate=True).items():
+                sums[k] = sums.get(k, 0.0) + v.item()
+        batches += 1
+    objective.train()
+    means = _all_mean({k: v / max(batches, 1) for k, v in sums.items()}, world)
+    return {"val_loss": means["lm"], "val_kl": means.get("kd")}
+
+
+def train(objective: Objective, splits, cfg: TrainConfig, out: Path, resume: bool = False, device: str = "cpu",
+          stop_after: int | None = None) -> list[dict]:
+    """Train `objective` on `splits.train`, logging to out/metrics.jsonl; returns this run's log records.
+
+    `stop_after` ends the run after that many steps as if it were killed (for tests of exact resumption).
+    """
+    rank, world, dev = init_distributed(device)
+    cfg.validate(world)
+    torch.manual_seed(cfg.seed)
+    objective.to(dev)
+    for p in objective.teacher.parameters() if objective.teacher is not None else []:
+        p.requires_grad_(cfg.correct_teacher)
+    if world > 1:
+        shard(objective)
+    groups = [{"params": [p for p in objective.student.parameters() if p.requires_grad], "lr": cfg.lr}]
+    schedules = [lambda s: lr_multiplier(s, cfg.steps, cfg.warmup, cfg.lr, cfg.min_lr)]
+    if cfg.correct_teacher:
+        groups.append({"params": list(objective.teacher.parameters()), "lr": cfg.teacher_lr})
+        schedules.append(lambda s: lr_multiplier(s, cfg.steps, cfg.teacher_warmup, cfg.teacher_lr,
+                                                 cfg.min_lr * cfg.teacher_lr / cfg.lr))
+    optimizer = torch.optim.AdamW(groups, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
+    start = load_state(out, objective, optimizer, scheduler, cfg) if resume else 0
+    if resume:
+        log.info("resuming from step %d of %d", start, cfg.steps)
+    sampler = StepSampler(len(splits.train), cfg, rank, world)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda" and torch.cuda.is_bf16_supported())
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
+    tokens_per_step = cfg.global_batch * cfg.seq_len
+    metrics = (out / METRICS).open("a") if rank == 0 else None
+    records: list[dict] = []
+
+    def emit(record: dict) -> None:
+        records.append(record)
+        if metrics:
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+
+    objective.train()
+    if start == 0:
+        emit({"split": "val", "step": 0, "tokens": 0, **evaluate(objective, splits.val, cfg, dev, autocast, world)})
+    running = None
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=rank != 0)
+    last_step = min(cfg.steps, start + stop_after) if stop_after else cfg.steps
+    for step in range(start, last_step):
+        began = time.perf_counter()
+        micro = sampler.micro_batches(step)
+        sums: dict[str, float] = {}
+        for picks in micro:
+            ids = torch.stack([splits.train[i] for i in picks]).to(dev)
+            with autocast:
+                losses = objective(ids)
+            (losses["loss"] / len(micro)).backward()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.item() / len(micro)
+        sums = _all_mean(sums, world)
+        loss = sums["loss"]
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        spiked = running is not None and step - start >= 3 and loss > cfg.spike_factor * running
+        if not math.isfinite(loss) or not math.isfinite(float(grad_norm)) or spiked:
+            raise TrainingDiverged(f"loss {loss:.4g} at step {step + 1} (running mean {running or float('nan'):.4g}, "
+                                   f"gradient norm {float(grad_norm):.4g}); stopped before updating the weights; the "
+                                   f"last good checkpoint is kept in {out / STATE_DIR}: lower --lr and rerun with --resume")
+        running = loss if running is None else 0.9 * running + 0.1 * loss
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        rate = tokens_per_step / (time.perf_counter() - began)
+        emit({"split": "train", "step": done, "tokens": done * tokens_per_step, "lr": lr, "loss": loss,
+              "kd": sums.get("kd"), "lm": sums.get("lm"), "teacher_lm": sums.get("teacher_lm"),
+              "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
+              "tokens_per_s": rate})
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:,.0f}")
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            emit({"split": "val", "step": done, "tokens": done * tokens_per_step,
+                  **evaluate(objective, splits.val, cfg, dev, autocast, world)})
+        if done % cfg.save_every == 0 or done == cfg.steps:
+            if not all(torch.isfinite(p).all() for p in params):  # never overwrite a good checkpoint with a bad one
+                raise TrainingDiverged(f"weights became non-finite at step {done}; the last good checkpoint is kept "
+                                       f"in {out / STATE_DIR}: lower --lr and rerun with --resume")
+            save_state(out, objective, optimizer, scheduler, done, cfg, rank)
+    bar.close()
+    if metrics:
+        metrics.close()
+    return records
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a whole run: checks, models, data, training, export
+
+
+def _check_pair(student_dir, teacher_dir, cfg: TrainConfig):
+    """Configs, tokenizer and sequence length checked before any weight or token is loaded."""
+    from transformers import AutoTokenizer
+
+    from compress.checkpoint import load_config
+
+    s_config = load_config(student_dir)
+    configs = [("student", s_config)]
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir or student_dir)
+    if teacher_dir is not None:
+        t_config = load_config(teacher_dir)
+        configs.append(("teacher", t_config))
+        s_tok = AutoTokenizer.from_pretrained(student_dir)
+        if s_config.vocab_size != t_config.vocab_size or s_tok.get_vocab() != tokenizer.get_vocab():
+            raise ValueError(f"teacher and student do not share a tokenizer (vocab {t_config.vocab_size} vs "
+                             f"{s_config.vocab_size}, {len(tokenizer)} vs {len(s_tok)} tokens); logit distillation "
+                             "needs one vocabulary: prune the student from this teacher")
+    for name, config in configs:
+        limit = getattr(config, "max_position_embeddings", None)
+        if limit is not None and cfg.seq_len > limit:
+            raise ValueError(f"--seq-len {cfg.seq_len} exceeds the {name}'s {limit} positions; lower --seq-len")
+    return tokenizer
+
+
+def _prepare_out(out: Path, resume: bool, overwrite: bool, rank: int) -> bool:
+    """Returns whether to resume. Refuses to touch an existing folder without --resume or --overwrite."""
+    if resume and (out / STATE_DIR / "train_state.pt").is_file():
+        return True
+    if resume:
+        log.info("nothing to resume in %s (no %s/); starting from step 0", out, STATE_DIR)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} already exists; pass --resume to continue its run or --overwrite to "
+                                  "start over")
+        if rank == 0:
+            shutil.rmtree(out)
+    return False
+
+
+def export_model(model, tokenizer, folder: Path, rank: int) -> None:
+    """Write a standard HF checkpoint of a (possibly sharded) model from rank 0, file by file atomically."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if rank != 0:
+        return
+    tmp = folder.parent / f".{folder.name}.export-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.config.architectures = [type(model).__name__]
+    model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in tmp.iterdir():
+        f.replace(folder / f.name)
+    tmp.rmdir()
+
+
+def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_dir: str | None = None,
+        stage: str = "distill", resume: bool = False, overwrite: bool = False, random_init: bool = False,
+        device: str = "cpu", stop_after: int | None = None) -> list[dict]:
+    """Check everything, train, and write out/ as a HF checkpoint with its state, metrics and record.
+
+    `student_dir` is the model that trains (the teacher itself for `correct`); `random_init` replaces its
+    weights with a fresh initialisation of the same architecture (the paper's Figure 6 baseline).
+    """
+    from transformers import AutoModelForCausalLM
+
+    from compress.checkpoint import RECORD_NAME, load_model, write_record
+    from compress.data import load_blocks
+
+    cfg.validate(int(os.environ.get("WORLD_SIZE", "1")))
+    out = Path(out)
+    rank = int(os.environ.get("RANK", "0"))
+    tokenizer = _check_pair(student_dir, teacher_dir, cfg)
+    resuming = _prepare_out(out, resume, overwrite, rank)
+    splits = load_blocks(data, tokenizer, cfg.seq_len, seed=cfg.seed)
+    if len(splits.val) == 0:
+        raise ValueError(f"{data} gives {len(splits.train)} block(s) of {cfg.seq_len} tokens, too few for a "
+                         "validation split; add data or lower --seq-len")
+    student, _ = load_model(student_dir, dtype=torch.float32)
+    if random_init:
+        torch.manual_seed(cfg.seed)
+        student = AutoModelForCausalLM.from_config(student.config, dtype=torch.float32)
+    teacher = None
+    if teacher_dir is not None:
+        frozen_bf16 = not cfg.correct_teacher and device.startswith("cuda") and cfg.precision != "fp32"
+        teacher, _ = load_model(teacher_dir, dtype=torch.bfloat16 if frozen_bf16 else torch.float32)
+    objective = Objective(student, teacher, cfg)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RECORD_NAME).unlink(missing_ok=True)  # the record marks a finished run; this one is not yet
+    records = train(objective, splits, cfg, out, resume=resuming, device=device, stop_after=stop_after)
+    finished = bool(records) and max(r["step"] for r in records) == cfg.steps
+    if finished:
+        export_model(objective.student, tokenizer, out, rank)
+        if cfg.correct_teacher:
+            export_model(objective.teacher, tokenizer, out / "corrected-teacher", rank)
+        if rank == 0:
+            final = {k: v for k, v in records[-1].items() if k != "split"}
+            write_record(out, stage, seed=cfg.seed, student=str(student_dir), teacher=teacher_dir, data=data,
+                         random_init=random_init, config=dataclasses.asdict(cfg), final_validation=final,
+                         world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    if dist.is_initialized():
+        dist.barrier()
+    return records

@@ -1,0 +1,43 @@
+"""Every shipped recipe loads and validates; recipe errors name the field and the fix."""
+
+from pathlib import Path
+
+import pytest
+
+from compress.recipe import load_recipe
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.rglob("*.yaml")), ids=lambda p: str(p.relative_to(RECIPES)))
+def test_shipped_recipes_load(path):
+    recipe = load_recipe(path)
+    assert recipe.teacher_config.is_file()
+    assert recipe.distill and recipe.correct, "every shipped recipe corrects the teacher and distills"
+    assert path.read_text().startswith("#"), "the header comment gives the commands"
+
+
+def test_paper_recipes_carry_table_4():
+    width = load_recipe(RECIPES / "llama-3.1-minitron-4b-width.yaml").distill
+    mn = load_recipe(RECIPES / "mn-minitron-8b.yaml").distill
+    assert (width["lr"], width["min_lr"], width["warmup"], width["global_batch"], width["seq_len"], width["tokens"]) == \
+        (1e-4, 1e-5, 40, 1152, 8192, 94_000_000_000)
+    assert (mn["lr"], mn["min_lr"], mn["warmup"], mn["global_batch"], mn["tokens"]) == (1e-4, 4.5e-7, 60, 768, 380_000_000_000)
+
+
+@pytest.mark.parametrize("body,message", [
+    ("teacher: {model: m}\n", "`teacher` needs `model`"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nprune: {hiden_size: 3}\n", "unknown field(s) hiden_size"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\ndistill: {lr: 1e-4, min_lr: 1e-3}\n", "min-lr"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\ndistill: {steps: 3, tokens: 5}\n", "not both"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nprune: {method: sideways}\n", "prune.method"),
+    ("teacher: {model: m, config: nowhere.json}\nname: x\n", "does not exist"),
+])
+def test_recipe_errors(tmp_path, body, message):
+    path = RECIPES / f".test-{tmp_path.name}.yaml"  # beside the real ones, so relative config paths resolve
+    try:
+        path.write_text("name: x\n" + body if "name:" not in body else body)
+        with pytest.raises((ValueError, FileNotFoundError), match=message.replace("(", r"\(").replace(")", r"\)")):
+            load_recipe(path)
+    finally:
+        path.unlink()

@@ -1,0 +1,172 @@
+"""Distillation and teacher correction: they learn, they resume exactly, they refuse bad input, and two
+gloo processes train like one."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import minitron
+from compress.arch import WidthTarget
+from compress.checkpoint import save_checkpoint
+from compress.importance import estimate_importance
+from compress.train import TrainConfig, TrainingDiverged, fit, lr_multiplier
+from compress.width import prune_width
+from conftest import stdlib_texts, tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, tokenizer):
+    """A teacher that has learned a little, and a width-pruned student of it."""
+    root = tmp_path_factory.mktemp("train")
+    (root / "data.txt").write_text("\n\n".join(stdlib_texts(6)))
+    os.environ["MINITRON_CACHE"] = str(root / "cache")
+    teacher = tiny_model("llama", layers=2)
+    save_checkpoint(teacher, tokenizer, root / "teacher-init")
+    fit(str(root / "teacher-init"), str(root / "data.txt"), root / "teacher", small(steps=30, lr=3e-3), stage="correct")
+    from transformers import AutoModelForCausalLM
+
+    trained = AutoModelForCausalLM.from_pretrained(root / "teacher")
+    scores = estimate_importance(trained, [torch.randint(3, 384, (4, 32))])
+    student = prune_width(copy.deepcopy(trained), scores, WidthTarget(hidden_size=24, intermediate_size=48))
+    save_checkpoint(student, tokenizer, root / "student")
+    return root
+
+
+def small(**kw) -> TrainConfig:
+    base = dict(steps=8, seq_len=32, global_batch=4, micro_batch=2, lr=1e-3, min_lr=1e-4, warmup=2, eval_every=4,
+                eval_batches=2, save_every=4, chunk_size=24)
+    return TrainConfig(**{**base, **kw})
+
+
+def val_records(records, key="val_kl"):
+    return [r[key] for r in records if r["split"] == "val"]
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_minimum():
+    lrs = [1e-4 * lr_multiplier(s, 100, 10, 1e-4, 1e-5) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-5) and lrs[9] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert 1e-4 * lr_multiplier(100, 100, 10, 1e-4, 1e-5) == pytest.approx(1e-5)
+
+
+def test_distillation_lowers_the_students_kl_and_beats_lm_only(pair, tmp_path):
+    kd = fit(str(pair / "student"), str(pair / "data.txt"), tmp_path / "kd", small(steps=24, eval_every=8),
+             teacher_dir=str(pair / "teacher"))
+    lm = fit(str(pair / "student"), str(pair / "data.txt"), tmp_path / "lm", small(steps=24, eval_every=8, kd=False),
+             teacher_dir=str(pair / "teacher"))
+    kd_kl, lm_kl = val_records(kd), val_records(lm)
+    assert kd_kl[-1] < 0.8 * kd_kl[0], kd_kl
+    assert kd_kl[-1] < lm_kl[-1], (kd_kl, lm_kl)  # KD is what moves the student towards the teacher
+    record = json.loads((tmp_path / "kd" / "minitron.json").read_text())
+    assert record["stage"] == "distill" and record["final_validation"]["step"] == 24
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "kd").config.hidden_size == 24
+
+
+def test_interrupted_run_resumes_with_the_same_losses(pair, tmp_path):
+    cfg = small(steps=8, save_every=2)
+    full = fit(str(pair / "student"), str(pair / "data.txt"), tmp_path / "full", cfg, teacher_dir=str(pair / "teacher"))
+    fit(str(pair / "student"), str(pair / "data.txt"), tmp_path / "cut", cfg, teacher_dir=str(pair / "teacher"),
+        stop_after=5)  # killed after step 5: the last checkpoint is step 4
+    assert not (tmp_path / "cut" / "minitron.json").exists()
+    rest = fit(str(pair / "student"), str(pair / "data.txt"), tmp_path / "cut", cfg, teacher_dir=str(pair / "teacher"),
+               resume=True)
+    assert rest[0]["step"] == 5  # resumed after the step-4 checkpoint, not from scratch
+    resumed = {r["step"]: r["loss"] for r in rest if r["split"] == "train"}
+    for r in full:
+        if r["split"] == "train" and r["step"] > 4:
+            assert resumed[r["step"]] == pytest.approx(r["loss"], rel=1e-6, abs=1e-7)
+    a = torch.load(tmp_path / "full" / "state" / "train_state.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "cut" / "state" / "train_state.pt", weights_only=False)["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_parallel_teacher_correction_trains_both(pair, tmp_path):
+    records = fit(str(pair / "student"), str(pair / "data.txt"), tmp_path / "par",
+                  small(steps=4, correct_teacher=True, teacher_lr=1e-3), teacher_dir=str(pair / "teacher"))
+    assert all(r["teacher_lm"] is not None for r in records if r["split"] == "train")
+    from transformers import AutoModelForCausalLM
+
+    before = AutoModelForCausalLM.from_pretrained(pair / "teacher").state_dict()
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "par" / "corrected-teacher").state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_random_init_student_trains(pair, tmp_path):
+    records = fit(str(pair / "student"), str(pair / "data.txt"), tmp_path / "rand", small(steps=2),
+                  teacher_dir=str(pair / "teacher"), random_init=True)
+    pruned = fit(str(pair / "student"), str(pair / "data.txt"), tmp_path / "pruned", small(steps=2),
+                 teacher_dir=str(pair / "teacher"))
+    assert val_records(records)[0] > val_records(pruned)[0]  # pruning starts far closer than random weights
+
+
+@pytest.mark.parametrize("poison", [float("nan"), 1e6])
+def test_nan_or_exploding_loss_stops_and_keeps_the_last_good_checkpoint(pair, tmp_path, monkeypatch, poison):
+    from compress.train import Objective
+
+    forward, calls = Objective.forward, []
+
+    def poisoned(self, ids, evaluate=False):  # from the 6th step's first micro-batch on, the loss goes bad
+        out = forward(self, ids, evaluate)
+        if not evaluate:
+            calls.append(1)
+            if len(calls) > 10:
+                out["loss"] = out["loss"] * poison
+        return out
+
+    monkeypatch.setattr(Objective, "forward", poisoned)
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        fit(str(pair / "student"), str(pair / "data.txt"), tmp_path / "boom", small(steps=20, save_every=2),
+            teacher_dir=str(pair / "teacher"))
+    state = torch.load(tmp_path / "boom" / "state" / "train_state.pt", weights_only=False)
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
+    logged = [json.loads(line) for line in (tmp_path / "boom" / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in logged) == 5  # step 6 was refused before the optimizer ran
+    assert not (tmp_path / "boom" / "minitron.json").exists()
+
+
+def test_bad_input_is_refused_before_training(pair, tmp_path, tokenizer, capsys):
+    other = tiny_model("llama", layers=2, vocab=400)
+    save_checkpoint(other, tokenizer, tmp_path / "other")
+    base = ["distill", "--teacher", pair / "teacher", "--data", pair / "data.txt", "--steps", 2, "--global-batch", 2]
+    cases = [
+        (["--student", tmp_path / "other", "--out", tmp_path / "a", "--seq-len", 32], "do not share a tokenizer"),
+        (["--student", pair / "student", "--out", tmp_path / "b", "--seq-len", 1024], "exceeds the student's 256"),
+        (["--student", pair / "student", "--out", tmp_path / "c", "--seq-len", 32, "--data", tmp_path / "none.txt"],
+         "no such file"),
+        (["--student", pair / "student", "--out", pair / "teacher", "--seq-len", 32], "--resume"),
+        (["--student", pair / "student", "--out", tmp_path / "d", "--seq-len", 32, "--global-batch", 3,
+          "--micro-batch", 2], "multiple of processes x micro batch"),
+    ]
+    for extra, message in cases:
+        assert minitron.main([str(a) for a in base + extra]) == 2, extra
+        assert message in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in "abcd")
+
+
+@pytest.mark.timeout(300)
+def test_two_gloo_processes_match_one(pair, tmp_path):
+    args = ["distill", "--teacher", pair / "teacher", "--student", pair / "student", "--data", pair / "data.txt",
+            "--steps", 3, "--seq-len", 32, "--global-batch", 4, "--micro-batch", 1, "--lr", 1e-3, "--min-lr", 1e-4,
+            "--warmup", 1, "--eval-every", 3, "--eval-batches", 2, "--precision", "fp32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    for procs, out in [(1, "one"), (2, "two")]:
+        cmd = run + [str(procs), str(ROOT / "minitron.py")] + [str(a) for a in args] + ["--out", str(tmp_path / out)]
+        done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=280)
+        assert done.returncode == 0, done.stderr[-3000:]
+    logs = {out: [json.loads(line) for line in (tmp_path / out / "metrics.jsonl").read_text().splitlines()]
+            for out in ("one", "two")}
+    one = [r["loss"] for r in logs["one"] if r["split"] == "train"]
+    two = [r["loss"] for r in logs["two"] if r["split"] == "train"]
+    assert len(one) == len(two) == 3
+    assert two == pytest.approx(one, rel=1e-4)
