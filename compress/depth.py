@@ -169,22 +169,27 @@ def plot_scan(table: pd.DataFrame, scorers: list[Scorer], path, title: str = "")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, len(scorers), figsize=(6 * len(scorers), 4), squeeze=False)
     styles = {"single-layer-rank": "--", "block-influence": ":"}
     for ax, scorer in zip(axes[0], scorers):
         contiguous = table[table.method == "contiguous"]
+        colors = {}
         for k, rows in contiguous.groupby("block_len"):
-            ax.plot(rows.end + 1, rows[scorer.name], marker="o", ms=3, label=f"remove {k} contiguous")
+            (line,) = ax.plot(rows.end + 1, rows[scorer.name], marker="o", ms=3, label=f"remove {k} contiguous")
+            colors[k] = line.get_color()
         for (method, k), rows in table[table.method != "contiguous"].groupby(["method", "block_len"]):
-            ax.axhline(rows[scorer.name].iloc[0], ls=styles[method], color="gray",
-                       label=f"remove {k} by {method}")
+            ax.axhline(rows[scorer.name].iloc[0], ls=styles[method], color=colors.get(k, "gray"), alpha=0.8,
+                       label=f"remove {k} by {method} ({rows.layers.iloc[0]})")
         ax.set_xlabel("layer no. (last layer of the removed block, 1-based)")
         ax.set_ylabel(scorer.name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         if scorer.name == "lm_loss":
             ax.set_yscale("log")  # removing early layers raises the loss by orders of magnitude
+            ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     fig.suptitle(title or "Depth sensitivity")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

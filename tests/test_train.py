@@ -63,7 +63,11 @@ def test_distillation_lowers_the_students_kl_and_beats_lm_only(pair, tmp_path):
     lm = fit(str(pair / "student"), str(pair / "data.txt"), tmp_path / "lm", small(steps=24, eval_every=8, kd=False),
              teacher_dir=str(pair / "teacher"))
     kd_kl, lm_kl = val_records(kd), val_records(lm)
+    kd_loss, lm_loss = val_records(kd, "val_loss"), val_records(lm, "val_loss")
+    print(f"val KL   KD {kd_kl[0]:.3f} -> {kd_kl[-1]:.3f}   LM-only {lm_kl[0]:.3f} -> {lm_kl[-1]:.3f}")
+    print(f"val loss KD {kd_loss[0]:.3f} -> {kd_loss[-1]:.3f}   LM-only {lm_loss[0]:.3f} -> {lm_loss[-1]:.3f}")
     assert kd_kl[-1] < 0.8 * kd_kl[0], kd_kl
+    assert kd_loss[-1] < kd_loss[0], kd_loss
     assert kd_kl[-1] < lm_kl[-1], (kd_kl, lm_kl)  # KD is what moves the student towards the teacher
     record = json.loads((tmp_path / "kd" / "minitron.json").read_text())
     assert record["stage"] == "distill" and record["final_validation"]["step"] == 24
