@@ -21,6 +21,8 @@ import typer
 from compress import cli as compress_cli
 from compress.curves import plot as plot_curves
 from compress.train import TrainingDiverged
+from evals import scorers as _register_depth_scorers  # noqa: F401  (--metric winogrande for prune depth)
+from evals.cli import eval_app
 
 app = typer.Typer(help="Minitron: prune and distill a model family from one Hugging Face checkpoint.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -30,16 +32,17 @@ app.add_typer(compress_cli.prune_app, name="prune")
 app.command("distill")(compress_cli.distill)
 app.command("correct")(compress_cli.correct)
 app.command("plot")(plot_curves)
+app.add_typer(eval_app, name="eval")
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("httpx", "urllib3", "filelock"):
+    for noisy in ("httpx", "urllib3", "filelock", "lm_eval", "lm-eval"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code here
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             err.show()
             return 2
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

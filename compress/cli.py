@@ -204,7 +204,8 @@ def prune_depth(
         "--num-layers", help="Layers to keep; the contiguous block to remove is chosen by the scan.")] = None,
     drop: Annotated[Optional[str], typer.Option(
         "--drop", help="Layers to remove, 0-based inclusive: 16-31, or 3,5,7. Skips the scan.")] = None,
-    metric: Annotated[str, typer.Option("--metric", help="What picks the block: lm-loss.")] = "lm-loss",
+    metric: Annotated[str, typer.Option(
+        "--metric", help="What picks the block: lm-loss, winogrande (the paper's choice), fixture-winogrande.")] = "lm-loss",
     scan_lengths: Annotated[Optional[str], typer.Option(
         "--scan-lengths", help="Extra block lengths to scan for the figure, e.g. 1,2,8.")] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", help="Validation blocks scored per candidate.")] = 1024,
@@ -225,9 +226,8 @@ def prune_depth(
     n = config.num_hidden_layers
     if (num_layers is None) == (drop is None):
         raise ValueError("pass exactly one of --num-layers N (scan, then drop) or --drop START-END")
-    scorers_by_metric = {"lm-loss": depth.lm_loss_scorer}
-    if metric not in scorers_by_metric:
-        raise ValueError(f"--metric {metric!r} is unknown; choose from {', '.join(scorers_by_metric)}")
+    if metric not in depth.SCORERS:
+        raise ValueError(f"--metric {metric!r} is unknown; choose from {', '.join(depth.SCORERS)}")
     table = None
     if drop is not None:
         layers = depth.parse_layers(drop, n)
@@ -240,18 +240,22 @@ def prune_depth(
         blocks = _calibration(calib, model, config, seq_len, num_samples, seed)
         batches = list(blocks.batches(batch_size))
         teacher, tokenizer = load_model(model, device=device)
-        scorer = scorers_by_metric[metric](batches)
+        context = {"batches": batches, "tokenizer": tokenizer, "device": device}
+        scorers = [depth.lm_loss_scorer(**context)]  # always scanned: it also ranks the non-contiguous choice
+        if metric != "lm-loss":
+            scorers.append(depth.SCORERS[metric](**context))
+        scorer = scorers[-1]
         influence = estimate_importance(teacher, batches, total=len(batches)).layers
-        table = depth.scan(teacher, lengths, [scorer], layer_influence=influence)
+        table = depth.scan(teacher, lengths, scorers, layer_influence=influence)
         layers = depth.best_block(table, k, scorer)
-        log.info("lowest %s when removing layers %d-%d", scorer.name, layers[0], layers[-1])
+        log.info("best %s when removing layers %d-%d", scorer.name, layers[0], layers[-1])
     source_params = count_params(config)
     student = depth.drop_layers(teacher, layers)
     with output_dir(out, overwrite) as tmp:
         save_checkpoint(student, tokenizer, tmp)
         if table is not None:
             table.to_csv(tmp / "depth_scan.csv", index=False)
-            depth.plot_scan(table, [scorer], tmp / "depth_scan.png", title=f"Depth sensitivity of {model}")
+            depth.plot_scan(table, scorers, tmp / "depth_scan.png", title=f"Depth sensitivity of {model}")
         write_record(tmp, "prune-depth", seed=seed, source=str(model), calib=calib, dropped_layers=layers,
                      metric=metric, params={"source": source_params, "target": count_params(student.config)})
     log.info("dropped layers %s: %d -> %d layers, written to %s", depth.layer_label(layers), n, n - len(layers), out)

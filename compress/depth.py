@@ -108,8 +108,13 @@ def lm_loss(model, batches: list[torch.Tensor]) -> float:
     return total / count
 
 
-def lm_loss_scorer(batches: list[torch.Tensor]) -> Scorer:
+def lm_loss_scorer(batches: list[torch.Tensor], **_context) -> Scorer:
     return Scorer("lm_loss", lambda model: lm_loss(model, batches), higher_is_better=False)
+
+
+SCORERS: dict[str, Callable[..., Scorer]] = {"lm-loss": lm_loss_scorer}
+"""`--metric` names -> factories called with batches=, tokenizer=, device=. Downstream scorers (Winogrande)
+are registered here by the evals package, so pruning never imports evaluation code."""
 
 
 def layer_label(layers: list[int]) -> str:

@@ -25,13 +25,13 @@ def tokenizer():
 
 
 def tiny_config(family: str = "llama", *, tie: bool = False, hidden: int = 48, heads: int = 6, kv_heads: int = 2,
-                head_dim: int = 12, ffn: int = 96, layers: int = 4, vocab: int = 384):
+                head_dim: int = 12, ffn: int = 96, layers: int = 4, vocab: int = 384, positions: int = 256):
     """hidden/heads = 8 while head_dim = 12, and 3 query heads per KV group: the awkward cases on purpose."""
     from transformers import AutoConfig
 
     cfg = AutoConfig.for_model(
         family, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers, num_attention_heads=heads,
-        num_key_value_heads=kv_heads, head_dim=head_dim, vocab_size=vocab, max_position_embeddings=256,
+        num_key_value_heads=kv_heads, head_dim=head_dim, vocab_size=vocab, max_position_embeddings=positions,
         tie_word_embeddings=tie, bos_token_id=0, eos_token_id=1, pad_token_id=2, rms_norm_eps=1e-6,
     )
     cfg.architectures = [{"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",

@@ -1,0 +1,123 @@
+"""`minitron eval run|table|gate|fetch`.
+
+CPU smoke run (offline, seconds):
+    minitron eval run --model work/embedded/teacher --suite fixtures --out results/evals/teacher/fixtures
+The paper's Table 1 on a GPU with the hub reachable:
+    minitron eval run --model DIR --suite base --out results/evals/NAME/base --device cuda --allow-code-execution
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+log = logging.getLogger("minitron")
+
+eval_app = typer.Typer(help="Benchmarks through lm-evaluation-harness: run suites, tables, regression gate.",
+                       no_args_is_help=True)
+
+
+@eval_app.command("run")
+def run(
+    model: Annotated[str, typer.Option("--model", help="Checkpoint folder (hf, vllm) or server URL (openai).")],
+    suite: Annotated[str, typer.Option("--suite", help="base, instruct, fixtures, fixtures-code, or a YAML.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder to write (atomically).")],
+    backend: Annotated[str, typer.Option("--backend", help="hf, vllm or openai.")] = "hf",
+    limit: Annotated[Optional[int], typer.Option("--limit", help="At most N documents per task.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        "--data-dir", help="A datasets cache with the suite's datasets, for machines without the hub.")] = None,
+    allow_code_execution: Annotated[bool, typer.Option(
+        "--allow-code-execution", help="Run model-generated code (HumanEval, MBPP) in sandboxed subprocesses.")] = False,
+    label: Annotated[Optional[str], typer.Option("--label", help="Name of this model in tables.")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, ... (hf backend).")] = "cpu",
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Tokenizer for the openai backend.")] = None,
+    served_model: Annotated[Optional[str], typer.Option("--served-model", help="Model name on the server.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 1234,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+):
+    """Run a suite on a model and write results, per-sample records and provenance."""
+    from compress.checkpoint import check_output_dir
+    from evals.backends import BACKENDS, make_lm
+    from evals.run import check_code_execution, check_data, evaluate_suite, write_run
+    from evals.suites import load_suite
+
+    check_output_dir(out, overwrite)
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend {backend!r} is unknown; choose from {', '.join(BACKENDS)}")
+    spec = load_suite(suite)
+    check_code_execution(spec, allow_code_execution)
+    check_data(spec, data_dir)
+    lm = make_lm(backend, model, device=device, batch_size=batch_size, tokenizer=tokenizer, served_model=served_model)
+    results = evaluate_suite(lm, spec, limit=limit, allow_code_execution=allow_code_execution, seed=seed)
+    write_run(out, results, spec, model, backend, overwrite=overwrite, label=label, limit=limit,
+              data_dir=str(data_dir) if data_dir else None)
+    for task in spec.tasks:
+        log.info("%-34s %-26s %.4f", task.task, task.metric, results["results"][task.task][task.metric])
+    log.info("results in %s", out)
+
+
+@eval_app.command("table")
+def table(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders of one suite; the first is the teacher.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for table.md and table.csv.")],
+    teacher: Annotated[Optional[str], typer.Option("--teacher", help="Label of the teacher run.")] = None,
+    paper_columns: Annotated[Optional[str], typer.Option(
+        "--paper-columns", help="Comma-separated columns of the paper's table to show (default: all).")] = None,
+):
+    """A Markdown and CSV table of runs beside the paper's published numbers, with teacher-relative change."""
+    from evals.table import write_table
+
+    columns = [c.strip() for c in paper_columns.split(",")] if paper_columns else None
+    frame = write_table(runs, out, teacher=teacher, paper_columns=columns)
+    typer.echo(frame.to_markdown(floatfmt=".1f"))
+
+
+@eval_app.command("gate")
+def gate(
+    baseline: Annotated[Path, typer.Argument(help="The reference run folder.")],
+    candidate: Annotated[Path, typer.Argument(help="The run folder to judge.")],
+    max_drop: Annotated[float, typer.Option("--max-drop", help="Largest tolerated drop (0.01 = 1 point).")] = 0.01,
+    z: Annotated[float, typer.Option("--z", help="Standard errors a drop must exceed to count.")] = 2.0,
+):
+    """Exit 0 when no task regressed, 1 when one did, 2 on unusable input."""
+    from evals.gate import gate as judge
+    from evals.gate import report
+
+    verdicts = judge(baseline, candidate, max_drop=max_drop, z=z)
+    typer.echo(report(verdicts))
+    if any(v.status == "REGRESSED" for v in verdicts):
+        raise typer.Exit(1)
+
+
+@eval_app.command("fetch")
+def fetch(
+    suite: Annotated[str, typer.Option("--suite", help="The suite whose datasets to download.")],
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where to put the datasets cache.")],
+):
+    """Download a suite's datasets into a datasets cache (needs the hub); copy it to offline machines."""
+    import os
+
+    from evals.run import hub_reachable
+    from evals.suites import load_suite
+
+    spec = load_suite(suite)
+    if not hub_reachable():
+        raise ValueError("the Hugging Face hub is not reachable from here; run `minitron eval fetch` on a machine "
+                         "with network access, then copy --data-dir over")
+    os.environ["HF_DATASETS_CACHE"] = str(data_dir.resolve())
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.config.HF_DATASETS_CACHE = data_dir.resolve()
+    from evals.tasks import task_manager
+    from lm_eval.tasks import get_task_dict
+
+    for task in spec.tasks:  # building a task downloads its dataset into the cache
+        get_task_dict([task.task], task_manager(include_defaults=task.builtin))
+        log.info("fetched %s", task.task)
+    log.info("datasets of suite %s cached in %s; use it with --data-dir %s", spec.name, data_dir, data_dir)

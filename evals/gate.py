@@ -1,0 +1,126 @@
+"""The regression gate: did the candidate get worse than the baseline, beyond noise?
+
+    minitron eval gate results/evals/baseline results/evals/candidate --max-drop 0.01 --z 2
+
+Per task, on the suite's headline metric. Where both runs scored the same documents (matched by lm-eval's
+doc_hash), the test is paired: the mean of the per-document differences, with the standard error of those
+differences, which is far tighter than comparing two aggregate stderrs because the documents' own difficulty
+cancels. A task regressed when its drop exceeds `max_drop` and is `z` standard errors from zero. Documents
+whose prompt changed (prompt_hash differs) are drift: reported, and the task is not judged, since a changed
+prompt is a change of the test, not of the model.
+
+Exit status: 0 nothing regressed, 1 something regressed, 2 unusable input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class GateInputError(ValueError):
+    pass
+
+
+@dataclass
+class TaskVerdict:
+    task: str
+    metric: str
+    baseline: float
+    candidate: float
+    delta: float
+    """Candidate minus baseline, signed so that positive is better."""
+    stderr: float
+    paired: int
+    """Documents compared pairwise (0: aggregate stderrs were used)."""
+    drifted: int
+    status: str
+    """ok, improved, REGRESSED or drift."""
+
+
+def load_run(folder: str | Path) -> dict:
+    folder = Path(folder)
+    try:
+        record = json.loads((folder / "minitron.json").read_text())
+        results = json.loads((folder / "results.json").read_text())
+    except FileNotFoundError:
+        raise GateInputError(f"{folder} is not an eval run folder (no minitron.json/results.json); pass folders "
+                             "written by `minitron eval run`") from None
+    if record.get("stage") != "eval":
+        raise GateInputError(f"{folder} holds a {record.get('stage')!r} record, not an eval run")
+    samples = {}
+    for path in sorted((folder / "samples").glob("*.jsonl")):
+        samples[path.stem] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {"folder": folder, "record": record, "results": results, "samples": samples}
+
+
+def _per_doc(records: list[dict], metric: str, filter_name: str) -> dict[str, tuple[float, str]]:
+    """doc_hash -> (metric value, prompt_hash) for one filter's records."""
+    out = {}
+    for r in records:
+        if r.get("filter", filter_name) != filter_name or metric not in r:
+            continue
+        value = r[metric]
+        if isinstance(value, (list, tuple)):  # some metrics log (value, extra) pairs
+            value = value[0]
+        out[r["doc_hash"]] = (float(value), r.get("prompt_hash", ""))
+    return out
+
+
+def compare_task(base: dict, cand: dict, task: str, metric_key: str, max_drop: float, z: float) -> TaskVerdict:
+    metric, _, filter_name = metric_key.partition(",")
+    sign = 1.0 if base["results"].get("higher_is_better", {}).get(task, {}).get(metric, True) else -1.0
+    b_value = base["results"]["results"][task][metric_key]
+    c_value = cand["results"]["results"][task][metric_key]
+    b_docs = _per_doc(base["samples"].get(task, []), metric, filter_name)
+    c_docs = _per_doc(cand["samples"].get(task, []), metric, filter_name)
+    common = sorted(set(b_docs) & set(c_docs))
+    drifted = sum(b_docs[h][1] != c_docs[h][1] for h in common)
+    if common:
+        diffs = [sign * (c_docs[h][0] - b_docs[h][0]) for h in common]
+        delta = sum(diffs) / len(diffs)
+        var = sum((d - delta) ** 2 for d in diffs) / max(1, len(diffs) - 1)
+        stderr = math.sqrt(var / len(diffs))
+    else:
+        delta = sign * (c_value - b_value)
+        errs = [r["results"]["results"][task].get(f"{metric}_stderr,{filter_name}") for r in (base, cand)]
+        stderr = math.sqrt(sum(float(e) ** 2 for e in errs if isinstance(e, (int, float))))
+    if drifted:
+        status = "drift"
+    elif delta < -max_drop and (stderr == 0 or -delta / stderr > z):
+        status = "REGRESSED"
+    elif delta > max_drop and (stderr == 0 or delta / stderr > z):
+        status = "improved"
+    else:
+        status = "ok"
+    return TaskVerdict(task, metric_key, b_value, c_value, delta, stderr, len(common), drifted, status)
+
+
+def gate(baseline: str | Path, candidate: str | Path, max_drop: float = 0.01, z: float = 2.0) -> list[TaskVerdict]:
+    base, cand = load_run(baseline), load_run(candidate)
+    if base["record"]["suite"] != cand["record"]["suite"]:
+        raise GateInputError(f"the runs are of different suites ({base['record']['suite']!r} vs "
+                             f"{cand['record']['suite']!r}); compare runs of one suite")
+    verdicts = []
+    for entry in base["record"]["suite_tasks"]:
+        task, metric = entry["task"], entry["metric"]
+        if task not in cand["results"]["results"]:
+            raise GateInputError(f"the candidate run has no result for {task}")
+        verdicts.append(compare_task(base, cand, task, metric, max_drop, z))
+    return verdicts
+
+
+def report(verdicts: list[TaskVerdict]) -> str:
+    lines = [f"{'task':34s} {'metric':26s} {'base':>7s} {'cand':>7s} {'delta':>8s} {'stderr':>7s} {'docs':>5s}  status"]
+    for v in verdicts:
+        docs = f"{v.paired}" if v.paired else "agg"
+        note = f" ({v.drifted} prompts changed)" if v.drifted else ""
+        lines.append(f"{v.task:34s} {v.metric:26s} {v.baseline:7.4f} {v.candidate:7.4f} {v.delta:+8.4f} "
+                     f"{v.stderr:7.4f} {docs:>5s}  {v.status}{note}")
+    regressed = [v.task for v in verdicts if v.status == "REGRESSED"]
+    drift = [v.task for v in verdicts if v.status == "drift"]
+    lines.append(f"{len(regressed)} regressed" + (f": {', '.join(regressed)}" if regressed else "")
+                 + (f"; prompt drift (not judged): {', '.join(drift)}" if drift else ""))
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""Run a suite through lm-eval and keep everything: results, per-sample records, provenance.
+
+    minitron eval run --model DIR --suite fixtures --out results/evals/NAME/fixtures
+
+A run folder holds `results.json` (lm-eval's results, configs, n-shot, higher_is_better), `samples/<task>.jsonl`
+(one record per document: doc_hash, prompt_hash, the per-document metrics; what the gate pairs on) and
+`minitron.json` (suite, model, backend, limits, versions, git sha). lm-eval takes one few-shot count and one
+limit per call, so tasks are run in groups that share them, with the model loaded once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections import defaultdict
+from pathlib import Path
+from urllib.parse import urlparse
+
+from compress.checkpoint import output_dir, write_record
+from evals.suites import Suite, SuiteTask
+from evals.tasks import TASKS_DIR, task_manager
+
+log = logging.getLogger(__name__)
+
+
+class DataUnavailable(ValueError):
+    pass
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face hub answers; decided once, in seconds, instead of per-dataset retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def go_offline(data_dir: str | Path | None = None) -> None:
+    """Make datasets and the hub client fail fast instead of retrying; read datasets from `data_dir` (a
+    datasets cache) when given. Sets the environment and, where already imported, the libraries' flags."""
+    import sys
+
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    if data_dir is not None:
+        os.environ["HF_DATASETS_CACHE"] = str(Path(data_dir).resolve())
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.config.HF_HUB_OFFLINE = True
+        if data_dir is not None:
+            datasets.config.HF_DATASETS_CACHE = Path(os.environ["HF_DATASETS_CACHE"])
+    if "huggingface_hub" in sys.modules:
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+
+
+def needs_hub(task: SuiteTask) -> bool:
+    """Built-in lm-eval tasks and ours with a hub `dataset_path` read the hub; fixtures and HumanEval do not."""
+    if task.builtin:
+        return True
+    for path in TASKS_DIR.rglob("*.yaml"):
+        text = path.read_text()
+        if f"task: {task.task}\n" in text:
+            local = "dataset_path: json" in text or "custom_dataset:" in text
+            return not local
+    raise ValueError(f"unknown task {task.task!r}: no lm-eval config for it under {TASKS_DIR}")
+
+
+def check_data(suite: Suite, data_dir: str | Path | None) -> None:
+    """Fail in seconds, naming the tasks and the fix, when their datasets cannot be had."""
+    hub_tasks = [t.task for t in suite.tasks if needs_hub(t)]
+    if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise DataUnavailable(f"--data-dir {data_dir} does not exist")
+        go_offline(data_dir)
+    elif hub_tasks and not hub_reachable():
+        raise DataUnavailable(
+            f"tasks {', '.join(hub_tasks)} read their datasets from the Hugging Face hub, which is not reachable "
+            f"from here; pass --data-dir DIR with a datasets cache made where the hub is reachable "
+            f"(`minitron eval fetch --suite {suite.name} --data-dir DIR`), or run --suite fixtures")
+    elif not hub_tasks:
+        go_offline()  # nothing to fetch: never let a library wait on the network
+
+
+def _effective_limit(task: SuiteTask, limit: int | None):
+    if limit is None:
+        return task.limit
+    if task.limit is None:
+        return limit
+    return min(limit, task.limit) if task.limit >= 1 else limit  # a fraction of a capped run is the cap
+
+
+def evaluate_suite(lm, suite: Suite, limit: int | None = None, allow_code_execution: bool = False,
+                   seed: int = 1234) -> dict:
+    """lm-eval over every task of `suite` with `lm`; returns one merged lm-eval result (with samples)."""
+    import lm_eval
+
+    from evals.code_exec import CodeExecutionNotAllowed
+
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for task in suite.tasks:
+        groups[(task.num_fewshot, _effective_limit(task, limit))].append(task.task)
+    manager = task_manager(include_defaults=any(t.builtin for t in suite.tasks))
+    merged: dict = defaultdict(dict)
+    for (shots, group_limit), names in groups.items():
+        try:
+            out = lm_eval.simple_evaluate(model=lm, tasks=names, num_fewshot=shots, limit=group_limit,
+                                          task_manager=manager, log_samples=True, random_seed=seed,
+                                          numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+                                          confirm_run_unsafe_code=allow_code_execution)
+        except CodeExecutionNotAllowed:
+            raise
+        except Exception as err:
+            if "offline" in str(err).lower() or "connect" in str(err).lower() or "doesn't exist" in str(err):
+                raise DataUnavailable(f"tasks {', '.join(names)}: dataset not available ({err}); prepare a "
+                                      f"datasets cache with `minitron eval fetch --suite {suite.name} "
+                                      "--data-dir DIR` where the hub is reachable, then pass --data-dir DIR") from None
+            raise
+        for key in ("results", "configs", "versions", "n-shot", "higher_is_better", "n-samples", "samples",
+                    "group_subtasks"):
+            merged[key].update(out.get(key) or {})
+    missing = [t.task for t in suite.tasks if t.task not in merged["results"]]
+    if missing:
+        raise RuntimeError(f"lm-eval returned no results for {', '.join(missing)}")
+    return dict(merged)
+
+
+def check_code_execution(suite: Suite, allow: bool) -> None:
+    """Code tasks run generated programs: refuse them up front unless --allow-code-execution was given."""
+    code_tasks = [t.task for t in suite.tasks if any(k in t.task for k in ("humaneval", "mbpp"))]
+    if code_tasks and not allow:
+        raise ValueError(f"tasks {', '.join(code_tasks)} execute model-generated code; pass "
+                         "--allow-code-execution to run them (each program runs in its own sandboxed subprocess)")
+    if allow:
+        os.environ["MINITRON_ALLOW_CODE_EXECUTION"] = "1"
+
+
+def write_run(out: str | Path, results: dict, suite: Suite, model: str, backend: str, overwrite: bool = False,
+              **fields) -> Path:
+    """The run folder, written atomically: results.json, samples/<task>.jsonl, minitron.json."""
+    from lm_eval.utils import handle_non_serializable
+
+    samples = results.pop("samples", {})
+    with output_dir(out, overwrite) as tmp:
+        (tmp / "results.json").write_text(json.dumps(results, indent=2, default=handle_non_serializable) + "\n")
+        (tmp / "samples").mkdir()
+        for task, records in samples.items():
+            with (tmp / "samples" / f"{task}.jsonl").open("w") as f:
+                for record in records:
+                    f.write(json.dumps(record, default=handle_non_serializable) + "\n")
+        write_record(tmp, "eval", suite=suite.name, suite_tasks=[t.__dict__ for t in suite.tasks],
+                     unsupported=[u.__dict__ for u in suite.unsupported], paper_table=suite.paper_table,
+                     model=str(model), backend=backend,
+                     headline={t.task: results["results"][t.task].get(t.metric) for t in suite.tasks}, **fields)
+    return Path(out)

@@ -1,0 +1,132 @@
+"""`minitron eval` end to end, offline: a tiny model through the fixture suite, the gate on real run folders,
+the table, the Winogrande depth scan, and bad input that exits 2."""
+
+import json
+import time
+
+import pytest
+
+import minitron
+from compress.checkpoint import save_checkpoint
+from conftest import stdlib_texts, tiny_model
+from eval_models import OracleLM
+from evals.gate import gate
+from evals.run import evaluate_suite, write_run
+from evals.suites import load_suite
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer):
+    folder = tmp_path_factory.mktemp("evals") / "tiny"
+    save_checkpoint(tiny_model("llama", layers=4, positions=512), tokenizer, folder)
+    return folder
+
+
+def suite_file(tmp_path, name, fewshot):
+    path = tmp_path / f"{name}-{fewshot}.yaml"
+    path.write_text(f"name: {name}\npaper_table: table1_base.csv\ntasks:\n"
+                    f"  - {{task: minitron_fixture_winogrande, num_fewshot: {fewshot}, metric: 'acc,none', paper_row: winogrande}}\n"
+                    f"  - {{task: minitron_fixture_arc_challenge, num_fewshot: 2, metric: 'acc_norm,none'}}\n"
+                    f"  - {{task: minitron_fixture_gsm8k, num_fewshot: 2, metric: 'exact_match,strict-match'}}\n")
+    return path
+
+
+def test_fixture_suite_on_a_tiny_model_is_deterministic(model_dir, tmp_path):
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        assert minitron.main(["eval", "run", "--model", str(model_dir), "--suite", "fixtures", "--out", str(out),
+                              "--label", "tiny"]) == 0
+    first, second = (json.loads((o / "results.json").read_text())["results"] for o in outs)
+    assert first == second
+    expected = {"minitron_fixture_winogrande": "acc,none", "minitron_fixture_arc_challenge": "acc_norm,none",
+                "minitron_fixture_hellaswag": "acc_norm,none", "minitron_fixture_mmlu_elementary_mathematics": "acc,none",
+                "minitron_fixture_gsm8k": "exact_match,strict-match", "minitron_fixture_truthfulqa_mc2": "acc,none",
+                "minitron_fixture_xlsum_en": "rougeL,none"}
+    for task, key in expected.items():
+        assert 0.0 <= first[task][key] <= 1.0, task
+    assert "acc,none" in first["minitron_fixture_arc_challenge"]  # acc beside acc_norm
+    record = json.loads((outs[0] / "minitron.json").read_text())
+    assert record["suite"] == "fixtures" and record["provenance"]["git_sha"] is not None
+    samples = (outs[0] / "samples" / "minitron_fixture_winogrande.jsonl").read_text().splitlines()
+    assert len(samples) == 20 and "prompt_hash" in json.loads(samples[0])
+    assert minitron.main(["eval", "gate", str(outs[0]), str(outs[1])]) == 0
+
+
+class DegradedOracle(OracleLM):
+    """The oracle with its confidence inverted on every other document: a model that got worse."""
+
+    def loglikelihood(self, requests):
+        answers = super().loglikelihood(requests)
+        return [(-20.0 - ll if r.doc_id % 2 else ll, greedy) for r, (ll, greedy) in zip(requests, answers)]
+
+
+def test_gate_fails_a_degraded_model_and_flags_a_changed_prompt(tmp_path, capsys):
+    suite = load_suite(str(suite_file(tmp_path, "mini", 2)))
+    write_run(tmp_path / "oracle", evaluate_suite(OracleLM(), suite), suite, "oracle", "memory")
+    write_run(tmp_path / "degraded", evaluate_suite(DegradedOracle(), suite), suite, "degraded", "memory")
+    assert minitron.main(["eval", "gate", str(tmp_path / "oracle"), str(tmp_path / "degraded")]) == 1
+    out = capsys.readouterr().out
+    assert "minitron_fixture_winogrande" in out and "REGRESSED" in out
+    changed = load_suite(str(suite_file(tmp_path, "mini", 3)))  # same suite name, other few-shot: new prompts
+    write_run(tmp_path / "changed", evaluate_suite(OracleLM(), changed), changed, "oracle", "memory")
+    verdicts = {v.task: v.status for v in gate(tmp_path / "oracle", tmp_path / "changed")}
+    assert verdicts["minitron_fixture_winogrande"] == "drift" and verdicts["minitron_fixture_arc_challenge"] == "ok"
+
+
+def test_table_of_two_runs_beside_the_paper(tmp_path, capsys):
+    suite = load_suite(str(suite_file(tmp_path, "mini", 2)))
+    write_run(tmp_path / "oracle", evaluate_suite(OracleLM(), suite), suite, "oracle", "memory", label="teacher")
+    write_run(tmp_path / "worse", evaluate_suite(DegradedOracle(), suite), suite, "worse", "memory", label="student")
+    assert minitron.main(["eval", "table", str(tmp_path / "oracle"), str(tmp_path / "worse"), "--out",
+                          str(tmp_path / "table"), "--paper-columns", "Llama 3.1 8B"]) == 0
+    csv = (tmp_path / "table" / "table.csv").read_text()
+    assert "student vs teacher" in csv and "paper: Llama 3.1 8B" in csv and "77.3" in csv
+
+
+def test_depth_scan_scores_blocks_by_winogrande(model_dir, tmp_path):
+    (tmp_path / "calib.txt").write_text("\n\n".join(stdlib_texts(3)))
+    out = tmp_path / "depth"
+    assert minitron.main(["prune", "depth", "--model", str(model_dir), "--calib", str(tmp_path / "calib.txt"),
+                          "--out", str(out), "--num-layers", "2", "--metric", "fixture-winogrande",
+                          "--seq-len", "32", "--num-samples", "4"]) == 0
+    header = (out / "depth_scan.csv").read_text().splitlines()[0]
+    assert header.endswith("lm_loss,fixture_winogrande")
+    assert json.loads((out / "minitron.json").read_text())["metric"] == "fixture-winogrande"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--suite", "nonsense"], "unknown suite 'nonsense'"),
+    (["--suite", "fixtures-code"], "--allow-code-execution"),
+    (["--suite", "base", "--allow-code-execution"], "read their datasets from the Hugging Face hub"),
+    (["--suite", "fixtures", "--backend", "tgi"], "--backend 'tgi' is unknown"),
+    (["--suite", "fixtures", "--backend", "vllm"], "pip install vllm"),
+])
+def test_bad_input_exits_2_fast(model_dir, tmp_path, capsys, args, message):
+    started = time.perf_counter()
+    assert minitron.main(["eval", "run", "--model", str(model_dir), "--out", str(tmp_path / "out"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert time.perf_counter() - started < 10 and not (tmp_path / "out").exists()
+
+
+def test_unknown_task_in_a_user_suite(model_dir, tmp_path, capsys):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\ntasks:\n  - {task: minitron_no_such_task}\n")
+    assert minitron.main(["eval", "run", "--model", str(model_dir), "--suite", str(path), "--out",
+                          str(tmp_path / "out")]) == 2
+    assert "unknown task 'minitron_no_such_task'" in capsys.readouterr().err
+
+
+def test_data_dir_without_the_dataset_names_it(model_dir, tmp_path, capsys):
+    (tmp_path / "cache").mkdir(exist_ok=True)
+    path = tmp_path / "hub.yaml"
+    path.write_text("name: hub\ntasks:\n  - {task: minitron_xlsum_en, num_fewshot: 0, metric: 'rougeL,none'}\n")
+    assert minitron.main(["eval", "run", "--model", str(model_dir), "--suite", str(path), "--out", str(tmp_path / "o"),
+                          "--data-dir", str(tmp_path / "cache")]) == 2
+    assert "minitron_xlsum_en" in capsys.readouterr().err
