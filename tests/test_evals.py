@@ -90,7 +90,13 @@ def test_table_of_two_runs_beside_the_paper(tmp_path, capsys):
     assert "student vs teacher" in csv and "paper: Llama 3.1 8B" in csv and "77.3" in csv
 
 
-def test_depth_scan_scores_blocks_by_winogrande(model_dir, tmp_path):
+def test_depth_scan_scores_blocks_by_winogrande(model_dir, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    loads = []
+    original = AutoModelForCausalLM.from_pretrained.__func__
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: loads.append(a) or original(cls, *a, **k)))
     (tmp_path / "calib.txt").write_text("\n\n".join(stdlib_texts(3)))
     out = tmp_path / "depth"
     assert minitron.main(["prune", "depth", "--model", str(model_dir), "--calib", str(tmp_path / "calib.txt"),
@@ -99,6 +105,7 @@ def test_depth_scan_scores_blocks_by_winogrande(model_dir, tmp_path):
     header = (out / "depth_scan.csv").read_text().splitlines()[0]
     assert header.endswith("lm_loss,fixture_winogrande")
     assert json.loads((out / "minitron.json").read_text())["metric"] == "fixture-winogrande"
+    assert len(loads) == 1  # one load serves every candidate block, for LM loss and Winogrande alike
 
 
 @pytest.mark.parametrize("args,message", [
