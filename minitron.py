@@ -7,6 +7,9 @@
     minitron correct --model TEACHER --data DATA --out CORRECTED --tokens N
     minitron distill --teacher CORRECTED --student PRUNED --data DATA --out DISTILLED --tokens N
     minitron plot OUT1/metrics.jsonl OUT2/metrics.jsonl --out curves.png
+    minitron quantize --model DISTILLED --calib DATA --out FP8 --kv-cache fp8
+    minitron deploy --checkpoint FP8 --backend trtllm --out DEPLOY [--dry-run]
+    minitron eval run --model DIR --suite base --out RUN; minitron eval gate BASE RUN
 
 Bad input exits with status 2 and one line that names the problem and the fix.
 """
@@ -21,6 +24,7 @@ import typer
 from compress import cli as compress_cli
 from compress.curves import plot as plot_curves
 from compress.train import TrainingDiverged
+from deploy import cli as deploy_cli
 from evals import scorers as _register_depth_scorers  # noqa: F401  (--metric winogrande for prune depth)
 from evals.cli import eval_app
 
@@ -32,6 +36,8 @@ app.add_typer(compress_cli.prune_app, name="prune")
 app.command("distill")(compress_cli.distill)
 app.command("correct")(compress_cli.correct)
 app.command("plot")(plot_curves)
+app.command("quantize")(deploy_cli.quantize)
+app.command("deploy")(deploy_cli.deploy)
 app.add_typer(eval_app, name="eval")
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)

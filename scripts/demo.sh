@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The embedded default, end to end on a CPU (about 5 minutes on 2 cores): build a small Llama teacher and its
 # data from the Python standard library, correct it on the distillation data, estimate importance, width- and
-# depth-prune it, distill the width-pruned student, and plot the curves. Outputs land in work/.
+# depth-prune it, distill both students, quantize one to FP8 with a TensorRT-LLM deployment folder, evaluate
+# on the fixture suite, table the results and plot the curves. Outputs land in work/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -23,5 +24,12 @@ minitron distill --teacher work/demo/corrected --student work/demo/width --data 
     --steps 40 --lr 1e-3 --min-lr 1e-4 --warmup 4 "${TRAIN[@]}"
 minitron distill --teacher work/demo/corrected --student work/demo/depth --data $DATA --out work/demo/depth-kd \
     --steps 40 --lr 1e-3 --min-lr 1e-4 --warmup 4 "${TRAIN[@]}"
+minitron quantize --model work/demo/width-kd --calib $DATA --out work/demo/width-fp8 --kv-cache fp8 \
+    --seq-len 256 --num-samples 32 --overwrite
+minitron deploy --checkpoint work/demo/width-fp8 --backend trtllm --out work/demo/width-trtllm --dry-run --overwrite
+minitron eval run --model work/demo/width-kd --suite fixtures --out work/demo/evals/width-kd --label width-kd --overwrite
+minitron eval run --model work/demo/corrected --suite fixtures --out work/demo/evals/teacher --label teacher --overwrite
+minitron eval table work/demo/evals/teacher work/demo/evals/width-kd --out work/demo/evals/table \
+    --paper-columns "Llama 3.1 8B,Llama-3.1-Minitron 4B-Width"
 minitron plot work/demo/width-kd/metrics.jsonl work/demo/depth-kd/metrics.jsonl --labels width,depth \
     --metric val_loss --out work/demo/width-vs-depth.png --title "Width vs depth pruning, distilled (embedded default)"
