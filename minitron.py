@@ -10,6 +10,8 @@
     minitron quantize --model DISTILLED --calib DATA --out FP8 --kv-cache fp8
     minitron deploy --checkpoint FP8 --backend trtllm --out DEPLOY [--dry-run]
     minitron eval run --model DIR --suite base --out RUN; minitron eval gate BASE RUN
+    minitron bench sweep --backend hf --model DIR [--model DIR2] --out OUT [--isl-osl 128/128,2048/128]
+    minitron bench plot OUT --out OUT/report [--baseline LABEL]
 
 Bad input exits with status 2 and one line that names the problem and the fix.
 """
@@ -21,6 +23,7 @@ import sys
 
 import typer
 
+from bench.cli import bench_app
 from compress import cli as compress_cli
 from compress.curves import plot as plot_curves
 from compress.train import TrainingDiverged
@@ -39,6 +42,7 @@ app.command("plot")(plot_curves)
 app.command("quantize")(deploy_cli.quantize)
 app.command("deploy")(deploy_cli.deploy)
 app.add_typer(eval_app, name="eval")
+app.add_typer(bench_app, name="bench")
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
 

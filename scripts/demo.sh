@@ -31,5 +31,9 @@ minitron eval run --model work/demo/width-kd --suite fixtures --out work/demo/ev
 minitron eval run --model work/demo/corrected --suite fixtures --out work/demo/evals/teacher --label teacher --overwrite
 minitron eval table work/demo/evals/teacher work/demo/evals/width-kd --out work/demo/evals/table \
     --paper-columns "Llama 3.1 8B,Llama-3.1-Minitron 4B-Width"
+minitron bench sweep --backend hf --model work/demo/corrected --model work/demo/depth-kd --model work/demo/width-kd \
+    --label teacher --label depth --label width --out work/demo/bench --isl-osl 64/32,256/64 --batch-size 8 \
+    --num-requests 16
+minitron bench plot work/demo/bench --out work/demo/bench/report --baseline teacher
 minitron plot work/demo/width-kd/metrics.jsonl work/demo/depth-kd/metrics.jsonl --labels width,depth \
     --metric val_loss --out work/demo/width-vs-depth.png --title "Width vs depth pruning, distilled (embedded default)"
