@@ -114,10 +114,12 @@ def test_depth_scan_scores_blocks_by_winogrande(model_dir, tmp_path, monkeypatch
     (["--suite", "base", "--allow-code-execution"], "read their datasets from the Hugging Face hub"),
     (["--suite", "fixtures", "--backend", "tgi"], "--backend 'tgi' is unknown"),
     (["--suite", "fixtures", "--backend", "vllm"], "pip install vllm"),
+    (["--suite", "fixtures", "--backend", "openai", "--model", "http://127.0.0.1:9/v1"], "no OpenAI-compatible server"),
 ])
 def test_bad_input_exits_2_fast(model_dir, tmp_path, capsys, args, message):
     started = time.perf_counter()
-    assert minitron.main(["eval", "run", "--model", str(model_dir), "--out", str(tmp_path / "out"), *args]) == 2
+    model = [] if "--model" in args else ["--model", str(model_dir)]
+    assert minitron.main(["eval", "run", *model, "--out", str(tmp_path / "out"), *args]) == 2
     assert message in capsys.readouterr().err
     assert time.perf_counter() - started < 10 and not (tmp_path / "out").exists()
 

@@ -10,25 +10,15 @@ Best of --repeats, all in this one process.
 
 import argparse
 import copy
-import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from common import best_time, llama_config
+from transformers import LlamaForCausalLM
 
 from compress.arch import Dims, WidthTarget
 from compress.importance import Importance
 from compress.train import Objective, TrainConfig
 from compress.width import prune_width
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main():
@@ -41,9 +31,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=args.hidden, intermediate_size=int(args.hidden * 2.75), num_hidden_layers=args.layers,
-                      num_attention_heads=args.hidden // 64, num_key_value_heads=max(1, args.hidden // 256),
-                      head_dim=64, vocab_size=args.vocab, max_position_embeddings=args.seq_len)
+    cfg = llama_config(args.hidden, args.layers, args.vocab, positions=args.seq_len)
     teacher = LlamaForCausalLM(cfg).eval()
     d = Dims.of(cfg)
     flat = Importance(hidden=torch.rand(d.hidden), ffn=torch.rand(d.layers, d.ffn), heads=torch.rand(d.layers, d.heads),

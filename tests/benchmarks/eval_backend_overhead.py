@@ -12,6 +12,8 @@ import argparse
 import os
 import time
 
+from common import best_time
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
@@ -19,15 +21,6 @@ from compress.checkpoint import load_model  # noqa: E402
 from evals.backends import hf_lm  # noqa: E402
 from evals.run import evaluate_suite  # noqa: E402
 from evals.suites import load_suite  # noqa: E402
-
-
-def best(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main():
@@ -42,9 +35,8 @@ def main():
     load_s = time.perf_counter() - start
     model, tokenizer = load_model(args.model)
     in_memory = hf_lm(model, tokenizer=tokenizer)
-    evaluate_suite(from_folder, suite)  # warm-up: task building, dataset caches
-    t_folder = best(lambda: evaluate_suite(from_folder, suite), args.repeats)
-    t_memory = best(lambda: evaluate_suite(in_memory, suite), args.repeats)
+    t_folder = best_time(lambda: evaluate_suite(from_folder, suite), args.repeats)
+    t_memory = best_time(lambda: evaluate_suite(in_memory, suite), args.repeats)
     print(f"suite {suite.name} ({len(suite.tasks)} tasks) on {args.model}")
     print(f"hf backend (folder)      {t_folder:7.2f} s  (+ {load_s:.2f} s to load)")
     print(f"in-memory backend        {t_memory:7.2f} s")

@@ -7,21 +7,12 @@ this one process, so the printed ratios compare like with like.
 """
 
 import argparse
-import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from common import best_time, llama_config
+from transformers import LlamaForCausalLM
 
 from compress.importance import estimate_importance
-
-
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main():
@@ -35,9 +26,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=args.hidden, intermediate_size=int(args.hidden * 2.75), num_hidden_layers=args.layers,
-                      num_attention_heads=args.hidden // 64, num_key_value_heads=args.hidden // 256, head_dim=64,
-                      vocab_size=args.vocab, max_position_embeddings=args.seq_len)
+    cfg = llama_config(args.hidden, args.layers, args.vocab, positions=args.seq_len)
     model = LlamaForCausalLM(cfg).eval()
     batches = [torch.randint(0, args.vocab, (args.batch_size, args.seq_len)) for _ in range(args.batches)]
 
@@ -51,7 +40,6 @@ def main():
         for ids in batches:
             model.model(input_ids=ids, use_cache=False)
 
-    plain_forward()  # warm-up
     t_plain = best_time(plain_forward, args.repeats)
     t_decoder = best_time(decoder_forward, args.repeats)
     t_importance = best_time(lambda: estimate_importance(model, batches), args.repeats)

@@ -11,7 +11,8 @@ import argparse
 import resource
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from common import llama_config
+from transformers import LlamaForCausalLM
 
 from compress.arch import Dims, WidthTarget
 from compress.importance import Importance
@@ -30,9 +31,7 @@ def main():
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--keep", type=float, default=0.75, help="Fraction of hidden and MLP width kept.")
     args = parser.parse_args()
-    cfg = LlamaConfig(hidden_size=args.hidden, intermediate_size=int(args.hidden * 2.75), num_hidden_layers=args.layers,
-                      num_attention_heads=args.hidden // 64, num_key_value_heads=args.hidden // 256, head_dim=64,
-                      vocab_size=args.vocab)
+    cfg = llama_config(args.hidden, args.layers, args.vocab)
     baseline = rss_bytes()
     with torch.device("meta"):
         teacher = LlamaForCausalLM(cfg)
