@@ -113,8 +113,13 @@ def compare_fp8(model, ids: torch.Tensor, calib: list[torch.Tensor]) -> dict:
         logits["real_fp8"] = fp8(input_ids=ids).logits.float()
         # mean |real - fake| / mean |fake|: element-wise maxima would count the few elements where the fake
         # quantizer (dividing by the scale in bf16) and the real one (in fp32) round to neighbouring FP8 values
-        per_layer = [((fp8.get_submodule(name)(x).float() - y.float()).abs().mean() / y.float().abs().mean()).item()
-                     for name, (x, y) in layer_io.items() if isinstance(fp8.get_submodule(name), ScaledMMLinear)]
+        def rel(a, b):
+            return ((a.float() - b.float()).abs().mean() / b.float().abs().mean()).item()
+
+        fp8_layers = [name for name in layer_io if isinstance(fp8.get_submodule(name), ScaledMMLinear)]
+        per_layer = [rel(fp8.get_submodule(n)(layer_io[n][0]), layer_io[n][1]) for n in fp8_layers]
+        # the size of FP8's own error on the same inputs, for scale: the BF16 layer against the fake-quantized one
+        quant_error = [rel(reference.get_submodule(n)(layer_io[n][0]), layer_io[n][1]) for n in fp8_layers]
 
     def kl(p_logits, q_logits):  # mean over tokens of KL(p || q)
         return F.kl_div(F.log_softmax(q_logits, -1).flatten(0, 1), F.log_softmax(p_logits, -1).flatten(0, 1),
@@ -123,6 +128,7 @@ def compare_fp8(model, ids: torch.Tensor, calib: list[torch.Tensor]) -> dict:
     figures = {
         "fp8_linears": replaced,
         "per_layer_rel_diff_real_vs_fake": max(per_layer),
+        "per_layer_rel_diff_bf16_vs_fake": min(quant_error),
         "real_vs_fake_max_abs_logit_diff": (logits["real_fp8"] - logits["fake_quant"]).abs().max().item(),
         "real_vs_fake_token_kl": kl(logits["fake_quant"], logits["real_fp8"]),
         "fake_vs_bf16_token_kl": kl(logits["bf16"], logits["fake_quant"]),
