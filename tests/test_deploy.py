@@ -131,8 +131,12 @@ def test_bad_deploy_input(quantized, capsys, args, message):
 
 
 def test_quantize_refuses_bad_input(quantized, tmp_path, capsys):
+    from transformers import AutoConfig
+
+    AutoConfig.for_model("bert", num_hidden_layers=1, hidden_size=8, num_attention_heads=2).save_pretrained(tmp_path / "bert")
     base = ["quantize", "--calib", str(quantized / "calib.txt"), "--out", str(tmp_path / "q")]
     cases = [
+        (["--model", str(tmp_path / "bert")], "supported: LlamaForCausalLM"),
         (["--model", str(quantized / "fp8")], "quantized checkpoint"),
         (["--model", str(quantized / "model"), "--calib", str(tmp_path / "none.txt")], "no such file"),
         (["--model", str(quantized / "model"), "--kv-cache", "int4"], "--kv-cache must be"),
