@@ -157,6 +157,8 @@ def prune_width(
     batch_size: BatchSize = 8,
     seq_agg: Annotated[str, typer.Option("--seq-agg", help="Over the sequence: mean, l2 or max.")] = "mean",
     batch_agg: Annotated[str, typer.Option("--batch-agg", help="Over samples: l2, mean or max.")] = "l2",
+    random_ranking: Annotated[bool, typer.Option(
+        "--random-ranking", help="Rank units at random instead (the paper's random-pruning baseline).")] = False,
     no_rescale_norms: Annotated[bool, typer.Option(
         "--no-rescale-norms", help="Keep RMSNorm weights as they are when hidden channels are removed.")] = False,
     device: Device = "cpu",
@@ -176,7 +178,10 @@ def prune_width(
         raise ValueError("no target given: pass at least one of --hidden-size, --ffn-hidden-size, --num-heads, "
                          "--num-kv-heads")
     target.resolve(Dims.of(config))
-    if importance_file is not None:
+    if random_ranking:
+        scores = Importance.random(Dims.of(config), seed)
+        teacher, tokenizer = load_model(model, device=device)
+    elif importance_file is not None:
         scores = Importance.load(importance_file)
         scores.check_matches(Dims.of(config))
         teacher, tokenizer = load_model(model, device=device)

@@ -46,6 +46,14 @@ class Importance:
     layers: torch.Tensor
     meta: dict = field(default_factory=dict)
 
+    @classmethod
+    def random(cls, dims: Dims, seed: int = 0) -> "Importance":
+        """Scores drawn at random: the paper's 'random pruning' baseline (Figure 6) ranks units by these."""
+        g = torch.Generator().manual_seed(seed)
+        return cls(hidden=torch.rand(dims.hidden, generator=g), ffn=torch.rand(dims.layers, dims.ffn, generator=g),
+                   heads=torch.rand(dims.layers, dims.heads, generator=g), layers=torch.rand(dims.layers, generator=g),
+                   meta={"random": True, "seed": seed})
+
     def save(self, path) -> None:
         tensors = {"hidden": self.hidden, "ffn": self.ffn, "heads": self.heads, "layers": self.layers}
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"meta": json.dumps(self.meta)})

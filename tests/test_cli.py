@@ -50,6 +50,15 @@ def test_prune_width_writes_a_loadable_checkpoint_with_its_record(workspace, tmp
     assert AutoConfig.from_pretrained(again).hidden_size == 24
 
 
+def test_random_ranking_needs_no_calibration_and_prunes_other_units(workspace, tmp_path):
+    out = tmp_path / "random"
+    assert run("prune", "width", "--model", workspace / "teacher", "--out", out, "--ffn-hidden-size", 48,
+               "--random-ranking", "--seed", 3) == 0
+    record = json.loads((out / "minitron.json").read_text())
+    assert record["importance"] == {"random": True, "seed": 3}
+    assert AutoConfig.from_pretrained(out).intermediate_size == 48
+
+
 def test_prune_depth_scans_plots_and_drops(workspace, tmp_path):
     out = tmp_path / "depth"
     assert run("prune", "depth", "--model", workspace / "teacher", "--calib", workspace / "calib.txt", "--out", out,
