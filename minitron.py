@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -43,6 +45,18 @@ app.command("quantize")(deploy_cli.quantize)
 app.command("deploy")(deploy_cli.deploy)
 app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
+
+
+@app.command("run")
+def run_recipe(
+    recipe: Path = typer.Argument(..., help="A recipe YAML (recipes/, or your own)."),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Where the stages go [default: the recipe's]."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan and what would be skipped; run nothing."),
+):
+    """The whole recipe: each stage resumes where it stopped and is skipped when done with the same settings."""
+    import pipeline
+
+    pipeline.run(recipe, work_dir, dry_run=dry_run)
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
 

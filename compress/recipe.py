@@ -46,6 +46,20 @@ class Recipe:
     prune: PruneSpec = field(default_factory=PruneSpec)
     distill: dict = field(default_factory=dict)
     """Distillation settings (TrainConfig fields and `tokens`)."""
+    work_dir: str = "work"
+    """Where `minitron run` puts each stage's folder (under `<work_dir>/<name>/`)."""
+    embedded: dict = field(default_factory=dict)
+    """With `teacher.model: embedded`: `steps` of the embedded teacher's pretraining."""
+    importance: dict = field(default_factory=dict)
+    """Calibration of the pruning stage: num_samples, seq_len, batch_size (and metric for depth)."""
+    quantize: dict = field(default_factory=dict)
+    """FP8 settings (`minitron quantize` flags: kv_cache, num_samples, seq_len, ...); empty skips FP8."""
+    deploy: dict = field(default_factory=dict)
+    """Deployment settings (backend, dry_run, max_batch_size, ...); needs `quantize`."""
+    bench: dict = field(default_factory=dict)
+    """Throughput sweep of teacher and student (backend, isl_osl, batch_size, num_requests, repeats)."""
+    eval: dict = field(default_factory=dict)
+    """Eval suite of teacher and student (suite, limit, data_dir)."""
 
 
 def _build(cls, data, where: str):
@@ -98,6 +112,9 @@ def load_recipe(path: str | Path) -> Recipe:
     for section in ("correct", "distill"):
         if section in data:
             data[section] = _training(data[section], f"{path}: {section}")
+    for section in ("embedded", "importance", "quantize", "deploy", "bench", "eval"):
+        if not isinstance(data.get(section) or {}, dict):
+            raise ValueError(f"{path}: {section} must be a mapping of settings")
     recipe = _build(Recipe, {**data, "teacher_model": teacher["model"],
                              "teacher_config": (path.parent / teacher["config"]).resolve(), "prune": prune}, str(path))
     if not recipe.teacher_config.is_file():

@@ -1,0 +1,87 @@
+"""`minitron run`: stages chain, a rerun skips what is done, a changed setting reruns only what depends on it."""
+
+import json
+
+import pytest
+import yaml
+
+import pipeline
+from compress.checkpoint import save_checkpoint
+from conftest import stdlib_texts, tiny_model
+
+
+@pytest.fixture
+def recipe(tmp_path, tokenizer, monkeypatch):
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
+    save_checkpoint(tiny_model("llama", layers=4), tokenizer, tmp_path / "teacher")
+    (tmp_path / "data.txt").write_text("\n\n".join(stdlib_texts(6)))
+    train = {"steps": 2, "seq_len": 32, "global_batch": 4, "micro_batch": 2, "lr": 1e-3, "min_lr": 1e-4,
+             "warmup": 1, "eval_every": 2, "eval_batches": 1, "save_every": 2}
+    body = {"name": "tiny-test", "work_dir": str(tmp_path / "work"),
+            "teacher": {"model": str(tmp_path / "teacher"), "config": str(tmp_path / "teacher" / "config.json")},
+            "data": str(tmp_path / "data.txt"), "correct": train,
+            "importance": {"num_samples": 4, "seq_len": 32, "batch_size": 2},
+            "prune": {"method": "width", "hidden_size": 36, "ffn_hidden_size": 64}, "distill": {**train, "steps": 3}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text("# test recipe\n" + yaml.safe_dump(body))
+    return path
+
+
+def test_run_then_rerun_skips_then_a_change_reruns_only_downstream(recipe):
+    first = pipeline.run(recipe)
+    assert [a for _, a in first] == ["run", "run", "run"]
+    work = recipe.parent / "work" / "tiny-test"
+    distilled = work / "distilled"
+    assert json.loads((distilled / "minitron.json").read_text())["stage"] == "distill"
+    corrected = json.loads((work / "corrected" / "minitron.json").read_text())  # each stage its own folder and steps
+    assert corrected["stage"] == "correct" and corrected["final_validation"]["step"] == 2
+    assert json.loads((work / "pruned" / "minitron.json").read_text())["source"] == str(work / "corrected")
+    again = pipeline.run(recipe)
+    assert all(a.startswith("skip") for _, a in again)
+    body = yaml.safe_load(recipe.read_text())
+    body["distill"]["steps"] = 4
+    recipe.write_text(yaml.safe_dump(body))
+    changed = dict(pipeline.run(recipe))
+    assert changed["correct"].startswith("skip") and changed["prune"].startswith("skip") and changed["distill"] == "run"
+    assert json.loads((distilled / "minitron.json").read_text())["final_validation"]["step"] == 4
+
+
+def test_dry_run_shows_the_plan_and_runs_nothing(recipe, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="minitron")
+    actions = pipeline.run(recipe, dry_run=True)
+    assert [name for name, _ in actions] == ["correct", "prune", "distill"]
+    assert not (recipe.parent / "work").exists()
+    assert "width pruning" in caplog.text and "params" in caplog.text
+
+
+def test_an_interrupted_stage_resumes(recipe):
+    body = yaml.safe_load(recipe.read_text())
+    body["distill"]["save_every"] = 1
+    recipe.write_text(yaml.safe_dump(body))
+    stages = pipeline.plan(recipe)
+    for stage in stages[:2]:
+        pipeline._mark(stage, complete=False)
+        stage.run(False, True)
+        pipeline._mark(stage, complete=True)
+    distill = stages[2]
+    pipeline._mark(distill, complete=False)  # started, then killed after its first checkpoint
+    from compress.train import fit
+
+    cfg = pipeline._train_config(yaml.safe_load(recipe.read_text())["distill"], kd=True)
+    fit(str(stages[1].out), str(recipe.parent / "data.txt"), distill.out, cfg,
+        teacher_dir=str(stages[0].out), stop_after=1)
+    assert dict(pipeline.run(recipe))["distill"] == "resume"
+    assert json.loads((distill.out / "minitron.json").read_text())["final_validation"]["step"] == 3
+    trained = [json.loads(line)["step"] for line in (distill.out / "metrics.jsonl").read_text().splitlines()
+               if json.loads(line)["split"] == "train"]
+    assert trained == [1, 2, 3]  # step 1 from before the interruption, then 2 and 3: not restarted
+
+
+def test_every_shipped_recipe_has_a_dry_run():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml")):
+        stages = pipeline.plan(path)
+        assert [s.name for s in stages][-1] in ("distill", "quantize", "deploy", "bench", "eval"), path
