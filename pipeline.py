@@ -174,13 +174,13 @@ def _param_change(recipe) -> str:
 
 
 def _train_config(section: dict, kd: bool):
-    from compress.train import TrainConfig
+    from compress.train import TrainConfig, steps_for_tokens
 
     section = dict(section)
     tokens = section.pop("tokens", None)
     cfg = TrainConfig(**{"kd": kd, **section})
     if tokens is not None:
-        cfg.steps = max(1, -(-int(tokens) // (cfg.global_batch * cfg.seq_len)))
+        cfg.steps = steps_for_tokens(tokens, cfg.global_batch, cfg.seq_len)
     return cfg
 
 

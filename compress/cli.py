@@ -284,12 +284,12 @@ Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --ou
 
 
 def _train_config(steps, tokens, seq_len, global_batch, **fields):
-    from compress.train import TrainConfig
+    from compress.train import TrainConfig, steps_for_tokens
 
     if (steps is None) == (tokens is None):
         raise ValueError("pass exactly one of --steps N or --tokens N")
     if tokens is not None:
-        steps = max(1, -(-tokens // (global_batch * seq_len)))
+        steps = steps_for_tokens(tokens, global_batch, seq_len)
     return TrainConfig(steps=steps, seq_len=seq_len, global_batch=global_batch, **fields)
 
 

@@ -107,6 +107,11 @@ class TrainConfig:
             raise ValueError(f"--precision must be auto, bf16 or fp32, not {self.precision!r}")
 
 
+def steps_for_tokens(tokens: int, global_batch: int, seq_len: int) -> int:
+    """Optimizer steps that spend a token budget (rounded up: the budget is a floor, not a cap)."""
+    return max(1, -(-int(tokens) // (global_batch * seq_len)))
+
+
 def lr_multiplier(step: int, total: int, warmup: int, peak: float, minimum: float) -> float:
     """Linear warm-up to the peak, then cosine decay to the minimum at the last step; as a fraction of peak."""
     if step < warmup:

@@ -12,9 +12,6 @@ Engines are imported only when chosen; a missing one is a clear error, not a tra
 from __future__ import annotations
 
 import importlib.util
-import json
-import urllib.error
-import urllib.request
 
 BACKENDS = ("hf", "vllm", "openai")
 
@@ -43,30 +40,18 @@ def vllm_lm(model: str, batch_size: int = 8, **engine_args):
     return VLLM(pretrained=str(model), dtype="auto", batch_size=batch_size, **engine_args)
 
 
-def check_server(base_url: str, timeout: float = 5.0) -> list[str]:
-    """The model names an OpenAI-compatible server serves; raises when it does not answer."""
-    url = base_url.rstrip("/").removesuffix("/completions").removesuffix("/v1") + "/v1/models"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as reply:
-            return [m["id"] for m in json.load(reply).get("data", [])]
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        raise BackendUnavailable(f"no OpenAI-compatible server answers at {url} ({err}); start one, e.g. "
-                                 "`trtllm-serve DIR` or `vllm serve DIR`, and pass its URL as --model") from None
-
-
 def openai_lm(base_url: str, tokenizer: str | None = None, served_model: str | None = None, concurrency: int = 8):
     """lm-eval's local-completions against `base_url` (e.g. http://localhost:8000/v1). Loglikelihood tasks need
     a server that returns prompt logprobs (`echo`); generation tasks work with any."""
     from lm_eval.models.openai_completions import LocalCompletionsAPI
 
-    served = check_server(base_url)
+    from bench.openai import api_root, probe  # the same server check as the throughput sweeps
+
+    served = [m["id"] for m in probe(base_url)]
     model = served_model or (served[0] if served else None)
     if model is None:
         raise BackendUnavailable(f"{base_url} serves no models; pass --served-model NAME")
-    url = base_url.rstrip("/")
-    if not url.endswith("/completions"):
-        url = url.removesuffix("/v1") + "/v1/completions"
-    return LocalCompletionsAPI(base_url=url, model=model, tokenizer=tokenizer or model,
+    return LocalCompletionsAPI(base_url=api_root(base_url) + "/v1/completions", model=model, tokenizer=tokenizer or model,
                                tokenizer_backend="huggingface", tokenized_requests=False,
                                num_concurrent=concurrency)
 
