@@ -13,6 +13,7 @@ This is the composition root: it imports compress, deploy, bench and evals, and 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,20 +31,23 @@ MARKERS = ".stages"
 class Stage:
     name: str
     out: Path
-    """The stage's folder; its marker lives in `<out.parent>/.stages/<name>.json`."""
     settings: dict
     run: Callable[[bool, bool], None]
     """run(resume, overwrite): does the work, writing `out`."""
     describe: str = ""
+    needs: tuple[str, ...] = ()
+    """The stages whose outputs this one reads: their fingerprints are part of its own."""
+    markers: Path = Path(MARKERS)
+    """The folder of the stage's marker (set by `plan`: `<work_dir>/<recipe name>/.stages/`)."""
     fingerprint: str = field(default="", init=False)
 
 
-def _fingerprint(settings: dict, upstream: str) -> str:
+def _fingerprint(settings: dict, upstream: list[str]) -> str:
     return hashlib.sha256(json.dumps([settings, upstream], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _marker(stage: Stage) -> Path:
-    return stage.out.parent / MARKERS / f"{stage.name}.json"
+    return stage.markers / f"{stage.name}.json"
 
 
 def status(stage: Stage) -> str:
@@ -60,13 +64,13 @@ def status(stage: Stage) -> str:
 def _mark(stage: Stage, complete: bool) -> None:
     _marker(stage).parent.mkdir(parents=True, exist_ok=True)
     _marker(stage).write_text(json.dumps({"stage": stage.name, "fingerprint": stage.fingerprint,
-                                                "settings": stage.settings, "complete": complete}, default=str))
+                                          "settings": stage.settings, "complete": complete}, default=str))
 
 
 def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[Stage]:
-    """The recipe's stages in order, with their folders, settings and fingerprints."""
+    """The recipe's stages in order, with their folders, settings, dependencies and fingerprints."""
     from compress import cli as compress_cli
-    from compress.recipe import load_recipe
+    from compress.recipe import PruneSpec, load_recipe
     from compress.train import fit
 
     recipe = load_recipe(recipe_path)
@@ -77,6 +81,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
     if not data:
         raise ValueError(f"{recipe_path}: `data` is required to run a recipe (the distillation data)")
     stages: list[Stage] = []
+    teacher_stage: tuple[str, ...] = ()
 
     if recipe.teacher_model == "embedded":
         from compress import embedded
@@ -86,44 +91,96 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
         stages.append(Stage("teacher", folder, {"embedded_steps": steps},
                             lambda resume, overwrite, folder=folder, steps=steps: embedded.build(folder, steps=steps),
                             "build and pretrain the embedded default"))
-        teacher = folder / "teacher"
+        teacher_stage = ("teacher",)
+        original = folder / "teacher"
         data = str(folder / data) if not Path(data).exists() else data
     else:
-        teacher = Path(recipe.teacher_model)
+        original = Path(recipe.teacher_model)
+    teacher, teacher_needs = original, teacher_stage
 
     if recipe.correct:
         corrected = root / "corrected"
         correct_cfg = _train_config(recipe.correct, kd=False)
         stages.append(Stage("correct", corrected, recipe.correct,
-                            lambda resume, overwrite, source=teacher: fit(
-                                str(source), data, corrected, correct_cfg, stage="correct", resume=resume,
-                                overwrite=overwrite),
-                            f"teacher correction, {correct_cfg.steps} steps"))
-        teacher = corrected
+                            lambda resume, overwrite: fit(str(original), data, corrected, correct_cfg, stage="correct",
+                                                          resume=resume, overwrite=overwrite),
+                            f"teacher correction, {correct_cfg.steps} steps", teacher_stage))
+        teacher, teacher_needs = corrected, ("correct",)
 
-    pruned = root / "pruned"
     p = recipe.prune
-    calib = {k: recipe.importance.get(k) for k in ("num_samples", "seq_len", "batch_size")}
-    calib = {k: v for k, v in calib.items() if v is not None}
-    if p.method == "width":
-        run_prune = lambda resume, overwrite, t=teacher: compress_cli.prune_width(  # noqa: E731
-            model=str(t), out=pruned, calib=data, hidden_size=p.hidden_size, ffn_hidden_size=p.ffn_hidden_size,
-            num_heads=p.num_heads, num_kv_heads=p.num_kv_heads, overwrite=True, **calib)
-    else:
-        run_prune = lambda resume, overwrite, t=teacher: compress_cli.prune_depth(  # noqa: E731
-            model=str(t), out=pruned, calib=data, num_layers=p.num_layers, overwrite=True,
-            metric=recipe.importance.get("metric", "lm-loss"), **calib)
-    stages.append(Stage("prune", pruned, {**p.__dict__, **calib}, run_prune,
-                        f"{p.method} pruning, {_param_change(recipe)}"))
+    calib = {k: recipe.importance[k] for k in ("num_samples", "seq_len", "batch_size") if k in recipe.importance}
 
-    distilled = root / "distilled"
+    def width_prune(name: str, folder: str, source: Path, needs: tuple[str, ...], random_ranking: bool = False
+                    ) -> Stage:
+        out = root / folder
+        return Stage(name, out, {**p.__dict__, **calib, "random_ranking": random_ranking},
+                     lambda resume, overwrite: compress_cli.prune_width(
+                         model=str(source), out=out, calib=data, hidden_size=p.hidden_size,
+                         ffn_hidden_size=p.ffn_hidden_size, num_heads=p.num_heads, num_kv_heads=p.num_kv_heads,
+                         random_ranking=random_ranking, overwrite=True, **calib),
+                     f"width pruning{' (random ranking)' if random_ranking else ''}, {_param_change(recipe, p)}",
+                     needs)
+
+    def depth_prune(name: str, folder: str, num_layers: int) -> Stage:
+        out = root / folder
+        scan = {"metric": recipe.importance.get("metric", "lm-loss"),
+                "scan_lengths": recipe.importance.get("scan_lengths")}
+        return Stage(name, out, {"method": "depth", "num_layers": num_layers, **calib, **scan},
+                     lambda resume, overwrite: compress_cli.prune_depth(
+                         model=str(teacher), out=out, calib=data, num_layers=num_layers, overwrite=True,
+                         **scan, **calib),
+                     f"depth pruning, {_param_change(recipe, PruneSpec('depth', num_layers=num_layers))}",
+                     teacher_needs)
+
     distill_cfg = _train_config(recipe.distill, kd=True)
-    stages.append(Stage("distill", distilled, recipe.distill,
-                        lambda resume, overwrite, t=teacher: fit(str(pruned), data, distilled, distill_cfg,
-                                                                 teacher_dir=str(t), resume=resume,
-                                                                 overwrite=overwrite),
-                        f"distillation, {distill_cfg.steps} steps"))
-    students = {"teacher": teacher, "student": distilled}
+
+    def distill(name: str, folder: str, student: Path, needs: tuple[str, ...], source: Path | None = None,
+                describe: str = "", random_init: bool = False, **changes) -> Stage:
+        """A distillation run from `source` (the teacher by default), with `changes` to its TrainConfig."""
+        out, cfg = root / folder, dataclasses.replace(distill_cfg, **changes)
+        source = source or teacher
+        return Stage(name, out, {**recipe.distill, **changes, "random_init": random_init},
+                     lambda resume, overwrite: fit(str(student), data, out, cfg, teacher_dir=str(source),
+                                                   resume=resume, overwrite=overwrite, random_init=random_init),
+                     f"{describe or 'distillation'}, {cfg.steps} steps", needs)
+
+    if p.method == "width":
+        stages.append(width_prune("prune", "pruned", teacher, teacher_needs))
+    else:
+        stages.append(depth_prune("prune", "pruned", p.num_layers))
+    stages.append(distill("distill", "distilled", root / "pruned", ("prune",) + teacher_needs))
+    distilled = root / "distilled"
+    students = {p.method: distilled}
+
+    findings = recipe.findings
+    if findings:
+        if p.method != "width" or not recipe.correct:
+            raise ValueError(f"{recipe_path}: `findings` compares against a width-pruned student of a corrected "
+                             "teacher: set prune.method: width and a `correct` section")
+        layers = int(findings["depth_layers"])
+        pruned = root / "pruned"
+        needs = ("prune",) + teacher_needs
+        original_needs = ("prune-original",) + teacher_stage
+        stages += [
+            depth_prune("prune-depth", "pruned-depth", layers),
+            distill("distill-depth", "distilled-depth", root / "pruned-depth", ("prune-depth",) + teacher_needs,
+                    describe="Figure 7: the depth-pruned student"),
+            width_prune("prune-original", "pruned-from-original", original, teacher_stage),
+            distill("distill-original", "distilled-from-original", root / "pruned-from-original", original_needs,
+                    source=original, describe="Figure 4: distillation from the uncorrected teacher"),
+            distill("distill-parallel", "distilled-parallel-correction", root / "pruned-from-original",
+                    original_needs, source=original, describe="Figure 5: the teacher corrected while it teaches",
+                    correct_teacher=True, teacher_lr=correct_cfg.lr, teacher_warmup=correct_cfg.warmup),
+            distill("distill-random-init", "distilled-random-init", pruned, needs,
+                    describe="Figure 6: random init + KD", random_init=True),
+            width_prune("prune-random", "pruned-random", teacher, teacher_needs, random_ranking=True),
+            distill("distill-random-pruning", "distilled-random-pruning", root / "pruned-random",
+                    ("prune-random",) + teacher_needs, describe="Figure 6: random pruning + KD"),
+            distill("train-lm-loss", "trained-lm-loss", pruned, needs, describe="Figure 6: pruning + LM loss",
+                    kd=False),
+        ]
+        students["depth"] = root / "distilled-depth"
+    student_needs = tuple(s.name for s in stages if s.name in ("distill", "distill-depth"))
 
     if recipe.quantize:
         from deploy.quantize import quantize
@@ -131,7 +188,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
         fp8 = root / "fp8"
         q = dict(recipe.quantize)
         stages.append(Stage("quantize", fp8, q, lambda resume, overwrite: quantize(
-            str(distilled), data, fp8, overwrite=True, **q), "FP8 with ModelOpt"))
+            str(distilled), data, fp8, overwrite=True, **q), "FP8 with ModelOpt", ("distill",)))
         if recipe.deploy:
             from deploy.deploy import deploy
 
@@ -139,34 +196,56 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
             deployed = root / f"deploy-{d['backend']}"
             stages.append(Stage("deploy", deployed, d,
                                 lambda resume, overwrite: deploy(fp8, out=deployed, overwrite=True, **d),
-                                f"{d['backend']} deployment folder" + (" (dry run)" if d["dry_run"] else "")))
+                                f"{d['backend']} deployment folder" + (" (dry run)" if d["dry_run"] else ""),
+                                ("quantize",)))
 
     if recipe.bench:
         b = {"backend": "hf", **recipe.bench}
-        stages.append(Stage("bench", root / "bench", b, lambda resume, overwrite: _bench(students, root / "bench", b),
-                            "throughput sweep, teacher vs student"))
+        swept = {"teacher": teacher, **students}
+        stages.append(Stage("bench", root / "bench", b, lambda resume, overwrite: _bench(swept, root / "bench", b),
+                            f"throughput sweep: {', '.join(swept)}", teacher_needs + student_needs))
 
     if recipe.eval:
         e = {"suite": "fixtures", **recipe.eval}
-        stages.append(Stage("eval", root / "evals", e, lambda resume, overwrite: _evals(students, root / "evals", e),
-                            f"eval suite {e['suite']}, teacher and student, and the table"))
+        evaluated = {"teacher": original, **({"corrected": teacher} if recipe.correct else {}), **students}
+        fp8_of = list(students) if e.get("fp8") else []
+        if fp8_of and not recipe.quantize:
+            raise ValueError(f"{recipe_path}: eval.fp8 evaluates FP8 students with the `quantize` settings: add them")
+        stages.append(Stage("eval", root / "evals", {**e, "quantize": recipe.quantize},
+                            lambda resume, overwrite: _evals(evaluated, fp8_of, data, root / "evals", e,
+                                                             recipe.quantize),
+                            f"eval suite {e['suite']}: {', '.join(evaluated)}"
+                            + (f", FP8 {', '.join(fp8_of)}" if fp8_of else "") + "; the table",
+                            teacher_stage + teacher_needs + student_needs))
 
-    upstream = ""
+    if findings:
+        import findings as report
+
+        out = Path(findings["out"])
+        folders = {s.name: s.out for s in stages}
+        stages.append(Stage("findings", out, findings,
+                            lambda resume, overwrite: report.write_findings(folders, out, recipe),
+                            "the paper's findings at this scale: tables, plots, verdicts", tuple(folders)))
+
     for stage in stages:
-        stage.fingerprint = upstream = _fingerprint(stage.settings, upstream)
+        stage.markers = root / MARKERS
+    fingerprints: dict[str, str] = {}
+    for stage in stages:
+        stage.fingerprint = fingerprints[stage.name] = _fingerprint(stage.settings,
+                                                                    [fingerprints[n] for n in stage.needs])
     return stages
 
 
-def _param_change(recipe) -> str:
-    """Teacher and target parameter counts, from the teacher's config alone (meta device)."""
+def _param_change(recipe, target) -> str:
+    """Teacher and `target` (a PruneSpec) parameter counts, from the teacher's config alone (meta device)."""
     from transformers import AutoConfig
 
     from compress.arch import Dims, WidthTarget, count_params, derive_config
 
     source = AutoConfig.from_pretrained(recipe.teacher_config)
-    p = recipe.prune
-    dims = WidthTarget(p.hidden_size, p.ffn_hidden_size, p.num_heads, p.num_kv_heads).resolve(Dims.of(source))
-    keep = list(range(p.num_layers)) if p.num_layers else None
+    dims = WidthTarget(target.hidden_size, target.ffn_hidden_size, target.num_heads,
+                       target.num_kv_heads).resolve(Dims.of(source))
+    keep = list(range(target.num_layers)) if target.num_layers else None
     before, after = count_params(source)["params"], count_params(derive_config(source, dims, keep))["params"]
     scale = 1e9 if before >= 1e9 else 1e6
     unit = "B" if scale == 1e9 else "M"
@@ -196,7 +275,13 @@ def _bench(models: dict, out: Path, settings: dict) -> None:
     plot(results=[out], out=out / "report", baseline="teacher")
 
 
-def _evals(models: dict, out: Path, settings: dict) -> None:
+def _evals(models: dict, fp8_of: list[str], data: str, out: Path, settings: dict, quantize: dict) -> None:
+    """Every model in bf16 through lm-eval (in memory), then the students of `fp8_of` FP8-fake-quantized with the
+    recipe's quantize settings (what the exported checkpoint computes), and the table."""
+    import torch
+
+    from compress.checkpoint import load_model
+    from compress.data import calibration_blocks
     from evals.backends import hf_lm
     from evals.run import check_data, evaluate_suite, write_run
     from evals.suites import load_suite
@@ -205,21 +290,38 @@ def _evals(models: dict, out: Path, settings: dict) -> None:
     suite = load_suite(settings["suite"])
     check_data(suite, settings.get("data_dir"))
     runs = []
-    for label, model in models.items():
-        results = evaluate_suite(hf_lm(str(model)), suite, limit=settings.get("limit"))
-        runs.append(write_run(out / label, results, suite, str(model), "hf", overwrite=True, label=label))
-    write_table(runs, out / "table")
+
+    def evaluate(label: str, path: Path, fp8: bool = False) -> None:
+        model, tokenizer = load_model(str(path), dtype=torch.bfloat16)
+        if fp8:
+            from deploy.quantize import fake_quantize
+
+            seq_len = quantize.get("seq_len") or min(512, model.config.max_position_embeddings)
+            blocks = calibration_blocks(data, tokenizer, seq_len, num_samples=quantize.get("num_samples", 512))
+            fake_quantize(model, list(blocks.batches(quantize.get("batch_size", 8))),
+                          kv_cache_fp8=quantize.get("kv_cache") == "fp8")
+        results = evaluate_suite(hf_lm(model, tokenizer=tokenizer), suite, limit=settings.get("limit"))
+        runs.append(write_run(out / label, results, suite, str(path), "hf", overwrite=True, label=label,
+                              precision="fp8 (fake-quantized)" if fp8 else "bf16"))
+
+    for label, path in models.items():
+        evaluate(label, path)
+    for label in fp8_of:
+        evaluate(f"{label}-fp8", models[label], fp8=True)
+    write_table(runs, out / "table", teacher="corrected" if "corrected" in models else None,
+                paper_columns=settings.get("paper_columns"))
 
 
 def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bool = False) -> list[tuple[str, str]]:
     """Run (or, with dry_run, only show) every stage; returns (stage, what happened) pairs."""
     stages = plan(recipe_path, work_dir)
+    width = max(len(stage.name) for stage in stages)
     actions = []
     for stage in stages:
         state = status(stage)
         action = {"done": "skip (complete, settings unchanged)", "partial": "resume", "todo": "run"}[state]
         actions.append((stage.name, action))
-        log.info("%-9s %-38s %s  -> %s", stage.name, action, stage.describe, stage.out)
+        log.info("%-*s %-36s %s  -> %s", width, stage.name, action, stage.describe, stage.out)
         if dry_run or state == "done":
             continue
         _mark(stage, complete=False)

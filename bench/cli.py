@@ -1,10 +1,10 @@
 """`minitron bench sweep|plot`: throughput over an ISL/OSL grid, and the paper's Figure 10 from the records.
 
 CPU smoke run after scripts/demo.sh, the teacher and its two students, then the report (10 s):
-    minitron bench sweep --backend hf --model work/demo/corrected --model work/demo/depth-kd \
-        --model work/demo/width-kd --label teacher --label depth --label width --out results/bench/cpu \
+    minitron bench sweep --backend hf --model work/tiny/corrected --model work/tiny/distilled-depth \
+        --model work/tiny/distilled --label teacher --label depth --label width --out work/bench-cpu \
         --isl-osl 64/32,256/64 --batch-size 8 --num-requests 16 --repeats 3
-    minitron bench plot results/bench/cpu --out results/bench/cpu/report
+    minitron bench plot work/bench-cpu --out work/bench-cpu/report
 Figure 10 on one H100 with TensorRT-LLM (deployment folders from `minitron deploy`):
     minitron bench sweep --backend trtllm --model deploy/llama-8b --out results/bench/h100 --batch-size 32
     minitron bench sweep --backend trtllm --model deploy/4b-depth --model deploy/4b-width --out results/bench/h100 \

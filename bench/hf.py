@@ -1,7 +1,7 @@
 """The embedded backend: transformers `generate` with static batches and a KV cache, on CPU or GPU.
 
 CPU smoke run (seconds):
-    minitron bench sweep --backend hf --model work/embedded/teacher --out results/bench/cpu \
+    minitron bench sweep --backend hf --model work/tiny/embedded/teacher --out work/bench-cpu \
         --isl-osl 32/16,64/32 --batch-size 4 --num-requests 8 --repeats 2
 On a GPU, in BF16:
     minitron bench sweep --backend hf --model DIR --out results/bench/hf-h100 --device cuda --dtype bfloat16 \

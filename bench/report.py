@@ -1,7 +1,7 @@
 """Figure 10 and its tables from stored records, without running anything.
 
     minitron bench plot results/bench/h100 --out results/bench/h100/report --baseline llama-8b
-    minitron bench plot results/bench/cpu --out results/bench/cpu/report      # baseline: the largest model
+    minitron bench plot work/bench-cpu --out work/bench-cpu/report      # baseline: the largest model
 
 Writes into --out (created; other files there are left alone):
 - `figure10.png`: requests/s per ISL/OSL, one bar per model, each bar annotated with its speedup over the

@@ -1,8 +1,8 @@
 """A sweep: each model over each ISL/OSL point on one backend, appended to OUT/records.jsonl point by point.
 
 CPU smoke run after scripts/demo.sh, the teacher and its two students in one run (10 s):
-    minitron bench sweep --backend hf --model work/demo/corrected --model work/demo/depth-kd \
-        --model work/demo/width-kd --label teacher --label depth --label width --out results/bench/cpu \
+    minitron bench sweep --backend hf --model work/tiny/corrected --model work/tiny/distilled-depth \
+        --model work/tiny/distilled --label teacher --label depth --label width --out work/bench-cpu \
         --isl-osl 64/32,256/64 --batch-size 8 --num-requests 16 --repeats 3
 The paper's Figure 10 on one H100 (FP8, TensorRT-LLM; 32 for the 8B, 64 for the 4B models):
     minitron bench sweep --backend trtllm --model deploy/llama-8b --out results/bench/h100 --batch-size 32

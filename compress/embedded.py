@@ -7,7 +7,8 @@ Two corpora with different distributions, as in the paper's setting where the di
 the teacher's pretraining data:
 - `code.jsonl`: the sources of the standard library's top-level modules (the teacher's own data);
 - `prose.jsonl`: the Python reference documentation (`pydoc_data.topics`) and the modules' docstrings
-  (the distillation data, which teacher correction adapts the teacher to).
+  (the distillation data, which teacher correction adapts the teacher to). A fifth of the reference topics
+  is held out of both, for the in-domain accuracy task `minitron_stdlib_cloze` (evals/stdlib_cloze.py).
 The tokenizer is trained locally on both; nothing is downloaded.
 """
 
@@ -18,6 +19,7 @@ import ast
 import json
 import logging
 import sysconfig
+import zlib
 from pathlib import Path
 
 import torch
@@ -35,11 +37,22 @@ def code_documents() -> list[str]:
     return [f.read_text(errors="ignore") for f in _stdlib_files()]
 
 
-def prose_documents() -> list[str]:
-    """Reference-manual topics, then every module, class and function docstring of the stdlib."""
+def is_held_out(topic: str) -> bool:
+    """About a fifth of the reference manual's topics, chosen by name (stable across Python versions), are
+    kept out of every corpus: `evals/stdlib_cloze.py` builds an in-domain accuracy task from them."""
+    return zlib.crc32(topic.encode()) % 5 == 0
+
+
+def reference_topics(held_out: bool) -> list[str]:
+    """The reference manual's topics (`pydoc_data.topics`), the held-out ones or the others, sorted by name."""
     import pydoc_data.topics
 
-    docs = [pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics)]
+    return [pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics) if is_held_out(k) == held_out]
+
+
+def prose_documents() -> list[str]:
+    """Reference-manual topics (less the held-out ones), then every module, class and function docstring."""
+    docs = reference_topics(held_out=False)
     for f in _stdlib_files():
         try:
             tree = ast.parse(f.read_text(errors="ignore"))

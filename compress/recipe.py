@@ -59,7 +59,11 @@ class Recipe:
     bench: dict = field(default_factory=dict)
     """Throughput sweep of teacher and student (backend, isl_osl, batch_size, num_requests, repeats)."""
     eval: dict = field(default_factory=dict)
-    """Eval suite of teacher and student (suite, limit, data_dir)."""
+    """Eval suite of the teachers and students (suite, limit, data_dir, paper_columns, and fp8: true to add the
+    students FP8-fake-quantized with the `quantize` settings)."""
+    findings: dict = field(default_factory=dict)
+    """The paper's findings at this recipe's scale (Figures 4-10, Table 1), as tables and plots: `out` (the
+    folder) and `depth_layers` (the depth-pruned student set beside the width-pruned one); see findings.py."""
 
 
 def _build(cls, data, where: str):
@@ -112,9 +116,13 @@ def load_recipe(path: str | Path) -> Recipe:
     for section in ("correct", "distill"):
         if section in data:
             data[section] = _training(data[section], f"{path}: {section}")
-    for section in ("embedded", "importance", "quantize", "deploy", "bench", "eval"):
+    for section in ("embedded", "importance", "quantize", "deploy", "bench", "eval", "findings"):
         if not isinstance(data.get(section) or {}, dict):
             raise ValueError(f"{path}: {section} must be a mapping of settings")
+    findings = data.get("findings") or {}
+    if findings and set(findings) != {"out", "depth_layers"}:
+        raise ValueError(f"{path}: findings needs exactly `out` (a folder) and `depth_layers` (the depth-pruned "
+                         f"student's layers), got {', '.join(sorted(findings)) or 'nothing'}")
     recipe = _build(Recipe, {**data, "teacher_model": teacher["model"],
                              "teacher_config": (path.parent / teacher["config"]).resolve(), "prune": prune}, str(path))
     if not recipe.teacher_config.is_file():

@@ -1,9 +1,9 @@
 """`minitron quantize` and `minitron deploy`.
 
 CPU smoke run (the embedded default):
-    minitron quantize --model work/demo/width-kd --calib work/embedded/prose.jsonl --out work/demo/width-fp8 \
+    minitron quantize --model work/tiny/distilled --calib work/tiny/embedded/prose.jsonl --out work/width-fp8 \
         --seq-len 256 --num-samples 32 --kv-cache fp8
-    minitron deploy --checkpoint work/demo/width-fp8 --backend trtllm --out work/demo/width-trtllm --dry-run
+    minitron deploy --checkpoint work/width-fp8 --backend trtllm --out work/width-trtllm --dry-run
 """
 
 from __future__ import annotations

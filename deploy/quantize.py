@@ -1,7 +1,7 @@
 """FP8 checkpoints with NVIDIA ModelOpt, and what FP8 costs in accuracy, measured before anything is served.
 
     minitron quantize --model DIR --calib DATA --out DIR-fp8 [--kv-cache fp8] [--num-samples 512]
-    minitron quantize --model work/demo/width-kd --calib work/embedded/prose.jsonl --out work/demo/width-fp8 \
+    minitron quantize --model work/tiny/distilled --calib work/tiny/embedded/prose.jsonl --out work/width-fp8 \
         --seq-len 256 --num-samples 32                                             # CPU smoke settings
 
 Per-tensor E4M3 weights and activations (`mtq.FP8_DEFAULT_CFG`), optionally an FP8 KV cache, calibrated
@@ -42,6 +42,21 @@ def fp8_config(kv_cache_fp8: bool) -> dict:
         else:
             cfg["quant_cfg"].update(extra)
     return cfg
+
+
+def fake_quantize(model, calib_batches: list[torch.Tensor], kv_cache_fp8: bool = False):
+    """Calibrate and fake-quantize `model` in place with ModelOpt's FP8 recipe (E4M3 rounding simulated in
+    the model's dtype): what `quantize` exports, and what an eval of "the FP8 model" runs on a CPU."""
+    import modelopt.torch.quantization as mtq
+
+    device = next(model.parameters()).device
+
+    def forward_loop(m):
+        with torch.no_grad():
+            for ids in calib_batches:
+                m(input_ids=ids.to(device))
+
+    return mtq.quantize(model, fp8_config(kv_cache_fp8), forward_loop=forward_loop)
 
 
 @torch.no_grad()
@@ -113,18 +128,11 @@ def quantize(model_dir: str, calib: str, out: str | Path, kv_cache: str = "auto"
 
     log.info("importing ModelOpt (about 15 s)")
     started = time.perf_counter()
-    import modelopt.torch.quantization as mtq
     from modelopt.torch.export import export_hf_checkpoint
 
     model, _ = load_model(model_dir, dtype=DTYPES[dtype], device=device)
     reference = copy.deepcopy(model)
-
-    def forward_loop(m):
-        with torch.no_grad():
-            for ids in calib_batches:
-                m(input_ids=ids.to(device))
-
-    mtq.quantize(model, fp8_config(kv_cache == "fp8"), forward_loop=forward_loop)
+    fake_quantize(model, calib_batches, kv_cache_fp8=kv_cache == "fp8")
     accuracy = {"held_out_blocks": sum(len(b) for b in held_out), "seq_len": seq_len}
     if held_out:
         accuracy["lm_loss_reference"] = lm_loss(reference, held_out)

@@ -84,4 +84,31 @@ def test_every_shipped_recipe_has_a_dry_run():
 
     for path in sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml")):
         stages = pipeline.plan(path)
-        assert [s.name for s in stages][-1] in ("distill", "quantize", "deploy", "bench", "eval"), path
+        assert [s.name for s in stages][-1] in ("distill", "quantize", "deploy", "bench", "eval", "findings"), path
+
+
+def test_findings_need_a_width_student_of_a_corrected_teacher(recipe):
+    body = yaml.safe_load(recipe.read_text())
+    body["findings"] = {"out": "results/x"}
+    recipe.write_text(yaml.safe_dump(body))
+    with pytest.raises(ValueError, match="findings needs exactly `out`"):
+        pipeline.plan(recipe)
+    body["findings"]["depth_layers"] = 2
+    body.pop("correct")
+    recipe.write_text(yaml.safe_dump(body))
+    with pytest.raises(ValueError, match="set prune.method: width and a `correct` section"):
+        pipeline.plan(recipe)
+
+
+def test_the_tiny_recipe_plans_every_finding_and_each_stage_depends_only_on_its_inputs():
+    from pathlib import Path
+
+    stages = {s.name: s for s in pipeline.plan(Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml")}
+    for name in ("distill-depth", "distill-original", "distill-parallel", "distill-random-init",
+                 "distill-random-pruning", "train-lm-loss", "bench", "eval", "findings"):
+        assert name in stages
+    assert stages["distill-original"].needs == ("prune-original", "teacher")  # not the corrected teacher
+    assert "correct" in stages["distill-random-init"].needs
+    assert set(stages["findings"].needs) >= {"distill-parallel", "bench", "eval"}
+    assert stages["findings"].out == Path("results/tiny")
+    assert len({s.out for s in stages.values()}) == len(stages)  # every stage its own folder

@@ -1,0 +1,106 @@
+"""findings.py: each verdict follows from the measurements by its rule, held or not, and the folder says so."""
+
+import json
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+import findings
+
+RUNS = ["correct", "distill", "distill-original", "distill-parallel", "distill-random-init", "distill-random-pruning",
+        "train-lm-loss", "distill-depth"]
+
+
+def write_run(folder, losses):
+    folder.mkdir(parents=True)
+    lines = [{"split": "val", "step": 8 * i, "tokens": 4096 * 8 * i, "val_loss": loss, "val_kl": 0.1}
+             for i, loss in enumerate(losses)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def write_scan(folder, singles, spread, best_block, accuracy):
+    """An 8-layer scan: single-layer losses, the k=4 blocks, and the non-contiguous choice of 4."""
+    rows = [{"method": "contiguous", "block_len": 1, "start": i, "end": i, "layers": f"{i}-{i}", "lm_loss": loss,
+             "stdlib_cloze": 0.5} for i, loss in enumerate(singles)]
+    for start in range(5):
+        rows.append({"method": "contiguous", "block_len": 4, "start": start, "end": start + 3,
+                     "layers": f"{start}-{start + 3}", "lm_loss": best_block + start, "stdlib_cloze": accuracy[start]})
+    rows.append({"method": "single-layer-rank", "block_len": 4, "start": 1, "end": 6, "layers": "1,2,5,6",
+                 "lm_loss": spread, "stdlib_cloze": accuracy[-1]})
+    folder.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(folder / "depth_scan.csv", index=False)
+    (folder / "depth_scan.png").write_bytes(b"png")
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """Stage folders in which every claim holds; tests then break one claim at a time."""
+    f = {name: tmp_path / name for name in RUNS + ["prune", "prune-depth", "bench", "eval"]}
+    write_run(f["correct"], [6.0, 5.0])
+    for name, losses in {"distill": [5.5, 5.0], "distill-original": [5.6, 5.4], "distill-parallel": [5.6, 5.1],
+                         "distill-random-init": [7.6, 6.5], "distill-random-pruning": [6.5, 5.3],
+                         "train-lm-loss": [5.5, 5.2], "distill-depth": [6.0, 5.2]}.items():
+        write_run(f[name], losses)
+    write_scan(f["prune-depth"], [7.0, 5.1, 5.1, 5.2, 5.1, 5.1, 5.2, 5.6], spread=5.3, best_block=5.5,
+               accuracy=[0.3, 0.5, 0.5, 0.55, 0.6, 0.5])
+    for name, params in (("prune", 1_280_000), ("prune-depth", 1_312_000)):
+        f[name].mkdir(exist_ok=True)
+        (f[name] / "minitron.json").write_text(json.dumps({"params": {"target": {"params": params}}}))
+    (f["bench"] / "report").mkdir(parents=True)
+    pd.DataFrame([{"label": "depth", "avg_speedup": 1.8, "avg_ideal_flops": 1.9, "avg_ideal_bytes": 1.85},
+                  {"label": "width", "avg_speedup": 1.2, "avg_ideal_flops": 1.6, "avg_ideal_bytes": 1.3}]
+                 ).to_csv(f["bench"] / "report" / "speedup.csv", index=False)
+    (f["bench"] / "report" / "figure10.png").write_bytes(b"png")
+    (f["eval"] / "table").mkdir(parents=True)
+    pd.DataFrame([{"benchmark": "minitron_stdlib_cloze", "task": "minitron_stdlib_cloze", "metric": "acc_norm,none",
+                   "teacher": 55.0, "corrected": 62.0, "width": 60.0, "depth": 52.0, "width-fp8": 59.5,
+                   "depth-fp8": 51.0}]).to_csv(f["eval"] / "table" / "table.csv", index=False)
+    (f["eval"] / "table" / "table.md").write_text("| table |\n")
+    return f
+
+
+RECIPE = SimpleNamespace(name="tiny", distill={"steps": 64, "global_batch": 16, "seq_len": 256})
+
+
+def test_every_claim_held_when_the_numbers_say_so(folders, tmp_path):
+    out = tmp_path / "results"
+    verdicts = findings.write_findings(folders, out, RECIPE)
+    assert len(verdicts) == 12 and all(v.held for v in verdicts), [v for v in verdicts if not v.held]
+    for name in ("findings.md", "findings.csv", "minitron.json", "teacher-correction.png", "evals.md",
+                 "pruning-and-distillation.csv", "width-vs-depth.png", "depth-sensitivity.png", "throughput.csv"):
+        assert (out / name).is_file(), name
+    text = (out / "findings.md").read_text()
+    assert "12 of 12 claims held" in text and "did not hold" not in text
+    assert json.loads((out / "minitron.json").read_text())["provenance"]["git_sha"] is not None
+
+
+def test_a_claim_that_fails_is_reported_as_not_held(folders, tmp_path):
+    write_run(folders["distill-original"].with_name("x"), [5.6, 4.9])  # the uncorrected teacher does better
+    folders["distill-original"] = folders["distill-original"].with_name("x")
+    write_run(folders["train-lm-loss"].with_name("y"), [5.5, 4.8])  # LM loss beats KD
+    folders["train-lm-loss"] = folders["train-lm-loss"].with_name("y")
+    verdicts = findings.write_findings(folders, tmp_path / "results", RECIPE)
+    failed = [(v.figure, v.claim) for v in verdicts if not v.held]
+    assert [figure for figure, _ in failed] == ["Figure 4", "Figure 5", "Figure 6"]
+    assert failed[2][1] == "distillation-based training outperforms conventional (LM loss) training"
+    assert "9 of 12 claims held" in (tmp_path / "results" / "findings.md").read_text()
+
+
+def test_depth_rules(folders, tmp_path):
+    """The ends are not the most important layers, and the non-contiguous choice keeps more accuracy."""
+    import shutil
+
+    shutil.rmtree(folders["prune-depth"])
+    write_scan(folders["prune-depth"], [7.0, 5.1, 5.9, 5.2, 5.1, 5.1, 5.2, 5.6], spread=5.6, best_block=5.5,
+               accuracy=[0.3, 0.5, 0.5, 0.55, 0.6, 0.7])
+    (folders["prune-depth"] / "minitron.json").write_text(json.dumps({"params": {"target": {"params": 1}}}))
+    verdicts = findings.depth_sensitivity(folders, tmp_path)
+    assert [(v.figure, v.held) for v in verdicts] == [("Figure 8", False), ("Figure 8", False), ("Figure 9", False)]
+
+
+def test_width_must_win_at_every_point(folders, tmp_path):
+    write_run(folders["distill-depth"].with_name("z"), [6.0, 4.9])  # depth ends lower
+    folders["distill-depth"] = folders["distill-depth"].with_name("z")
+    (verdict,) = findings.width_vs_depth(folders, tmp_path)
+    assert not verdict.held and "1.28M vs 1.31M params" in verdict.measured
