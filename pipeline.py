@@ -35,6 +35,8 @@ class Stage:
     run: Callable[[bool, bool], None]
     """run(resume, overwrite): does the work, writing `out`."""
     describe: str = ""
+    distributed: bool = False
+    """Runs on every process under torchrun (training); other stages run on rank 0 while the rest wait."""
     needs: tuple[str, ...] = ()
     """The stages whose outputs this one reads: their fingerprints are part of its own."""
     markers: Path = Path(MARKERS)
@@ -75,6 +77,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
 
     recipe = load_recipe(recipe_path)
     root = Path(work_dir or recipe.work_dir) / recipe.name
+    device = resolve_device(recipe.device)
     # The stages' functions run later: every name they use is bound once here (or passed as a default),
     # never reassigned, so each runs with its own folder and settings.
     data = recipe.data
@@ -103,8 +106,8 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
         correct_cfg = _train_config(recipe.correct, kd=False)
         stages.append(Stage("correct", corrected, recipe.correct,
                             lambda resume, overwrite: fit(str(original), data, corrected, correct_cfg, stage="correct",
-                                                          resume=resume, overwrite=overwrite),
-                            f"teacher correction, {correct_cfg.steps} steps", teacher_stage))
+                                                          resume=resume, overwrite=overwrite, device=device),
+                            f"teacher correction, {correct_cfg.steps} steps", True, teacher_stage))
         teacher, teacher_needs = corrected, ("correct",)
 
     p = recipe.prune
@@ -117,9 +120,9 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
                      lambda resume, overwrite: compress_cli.prune_width(
                          model=str(source), out=out, calib=data, hidden_size=p.hidden_size,
                          ffn_hidden_size=p.ffn_hidden_size, num_heads=p.num_heads, num_kv_heads=p.num_kv_heads,
-                         random_ranking=random_ranking, overwrite=True, **calib),
+                         random_ranking=random_ranking, overwrite=True, device=device, **calib),
                      f"width pruning{' (random ranking)' if random_ranking else ''}, {_param_change(recipe, p)}",
-                     needs)
+                     needs=needs)
 
     def depth_prune(name: str, folder: str, num_layers: int) -> Stage:
         out = root / folder
@@ -128,9 +131,9 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
         return Stage(name, out, {"method": "depth", "num_layers": num_layers, **calib, **scan},
                      lambda resume, overwrite: compress_cli.prune_depth(
                          model=str(teacher), out=out, calib=data, num_layers=num_layers, overwrite=True,
-                         **scan, **calib),
+                         device=device, **scan, **calib),
                      f"depth pruning, {_param_change(recipe, PruneSpec('depth', num_layers=num_layers))}",
-                     teacher_needs)
+                     needs=teacher_needs)
 
     distill_cfg = _train_config(recipe.distill, kd=True)
 
@@ -141,8 +144,9 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
         source = source or teacher
         return Stage(name, out, {**recipe.distill, **changes, "random_init": random_init},
                      lambda resume, overwrite: fit(str(student), data, out, cfg, teacher_dir=str(source),
-                                                   resume=resume, overwrite=overwrite, random_init=random_init),
-                     f"{describe or 'distillation'}, {cfg.steps} steps", needs)
+                                                   resume=resume, overwrite=overwrite, random_init=random_init,
+                                                   device=device),
+                     f"{describe or 'distillation'}, {cfg.steps} steps", True, needs)
 
     if p.method == "width":
         stages.append(width_prune("prune", "pruned", teacher, teacher_needs))
@@ -188,7 +192,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
         fp8 = root / "fp8"
         q = dict(recipe.quantize)
         stages.append(Stage("quantize", fp8, q, lambda resume, overwrite: quantize(
-            str(distilled), data, fp8, overwrite=True, **q), "FP8 with ModelOpt", ("distill",)))
+            str(distilled), data, fp8, overwrite=True, device=device, **q), "FP8 with ModelOpt", needs=("distill",)))
         if recipe.deploy:
             from deploy.deploy import deploy
 
@@ -197,13 +201,14 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
             stages.append(Stage("deploy", deployed, d,
                                 lambda resume, overwrite: deploy(fp8, out=deployed, overwrite=True, **d),
                                 f"{d['backend']} deployment folder" + (" (dry run)" if d["dry_run"] else ""),
-                                ("quantize",)))
+                                needs=("quantize",)))
 
     if recipe.bench:
         b = {"backend": "hf", **recipe.bench}
         swept = {"teacher": teacher, **students}
-        stages.append(Stage("bench", root / "bench", b, lambda resume, overwrite: _bench(swept, root / "bench", b),
-                            f"throughput sweep: {', '.join(swept)}", teacher_needs + student_needs))
+        stages.append(Stage("bench", root / "bench", b,
+                            lambda resume, overwrite: _bench(swept, root / "bench", b, device),
+                            f"throughput sweep: {', '.join(swept)}", needs=teacher_needs + student_needs))
 
     if recipe.eval:
         e = {"suite": "fixtures", **recipe.eval}
@@ -213,19 +218,21 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
             raise ValueError(f"{recipe_path}: eval.fp8 evaluates FP8 students with the `quantize` settings: add them")
         stages.append(Stage("eval", root / "evals", {**e, "quantize": recipe.quantize},
                             lambda resume, overwrite: _evals(evaluated, fp8_of, data, root / "evals", e,
-                                                             recipe.quantize),
+                                                             recipe.quantize, device),
                             f"eval suite {e['suite']}: {', '.join(evaluated)}"
                             + (f", FP8 {', '.join(fp8_of)}" if fp8_of else "") + "; the table",
-                            teacher_stage + teacher_needs + student_needs))
+                            needs=teacher_stage + teacher_needs + student_needs))
 
     if findings:
         import findings as report
 
         out = Path(findings["out"])
         folders = {s.name: s.out for s in stages}
+        held_out = report.HeldOutLosses(data, distill_cfg.seq_len, distill_cfg.seed, distill_cfg.micro_batch,
+                                        distill_cfg.eval_batches, device)
         stages.append(Stage("findings", out, findings,
-                            lambda resume, overwrite: report.write_findings(folders, out, recipe),
-                            "the paper's findings at this scale: tables, plots, verdicts", tuple(folders)))
+                            lambda resume, overwrite: report.write_findings(folders, out, recipe, held_out),
+                            "the paper's findings at this scale: tables, plots, verdicts", needs=tuple(folders)))
 
     for stage in stages:
         stage.markers = root / MARKERS
@@ -263,7 +270,7 @@ def _train_config(section: dict, kd: bool):
     return cfg
 
 
-def _bench(models: dict, out: Path, settings: dict) -> None:
+def _bench(models: dict, out: Path, settings: dict, device: str) -> None:
     import shutil
 
     from bench.cli import plot, sweep
@@ -271,11 +278,12 @@ def _bench(models: dict, out: Path, settings: dict) -> None:
     shutil.rmtree(out, ignore_errors=True)  # the models changed, so earlier records would be stale
     sweep(backend=settings["backend"], model=[str(m) for m in models.values()], label=list(models), out=out,
           isl_osl=settings.get("isl_osl", "64/32"), batch_size=settings.get("batch_size", 8),
-          num_requests=settings.get("num_requests", 16), repeats=settings.get("repeats", 3))
+          num_requests=settings.get("num_requests", 16), repeats=settings.get("repeats", 3), device=device)
     plot(results=[out], out=out / "report", baseline="teacher")
 
 
-def _evals(models: dict, fp8_of: list[str], data: str, out: Path, settings: dict, quantize: dict) -> None:
+def _evals(models: dict, fp8_of: list[str], data: str, out: Path, settings: dict, quantize: dict, device: str
+           ) -> None:
     """Every model in bf16 through lm-eval (in memory), then the students of `fp8_of` FP8-fake-quantized with the
     recipe's quantize settings (what the exported checkpoint computes), and the table."""
     import torch
@@ -292,7 +300,7 @@ def _evals(models: dict, fp8_of: list[str], data: str, out: Path, settings: dict
     runs = []
 
     def evaluate(label: str, path: Path, fp8: bool = False) -> None:
-        model, tokenizer = load_model(str(path), dtype=torch.bfloat16)
+        model, tokenizer = load_model(str(path), dtype=torch.bfloat16, device=device)
         if fp8:
             from deploy.quantize import fake_quantize
 
@@ -300,7 +308,7 @@ def _evals(models: dict, fp8_of: list[str], data: str, out: Path, settings: dict
             blocks = calibration_blocks(data, tokenizer, seq_len, num_samples=quantize.get("num_samples", 512))
             fake_quantize(model, list(blocks.batches(quantize.get("batch_size", 8))),
                           kv_cache_fp8=quantize.get("kv_cache") == "fp8")
-        results = evaluate_suite(hf_lm(model, tokenizer=tokenizer), suite, limit=settings.get("limit"))
+        results = evaluate_suite(hf_lm(model, tokenizer=tokenizer, device=device), suite, limit=settings.get("limit"))
         runs.append(write_run(out / label, results, suite, str(path), "hf", overwrite=True, label=label,
                               precision="fp8 (fake-quantized)" if fp8 else "bf16"))
 
@@ -312,19 +320,54 @@ def _evals(models: dict, fp8_of: list[str], data: str, out: Path, settings: dict
                 paper_columns=settings.get("paper_columns"))
 
 
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is present, else 'cpu'; anything else is checked."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto, not {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no GPU here; set `device: cpu` or `auto`")
+    return device
+
+
 def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bool = False) -> list[tuple[str, str]]:
-    """Run (or, with dry_run, only show) every stage; returns (stage, what happened) pairs."""
+    """Run (or, with dry_run, only show) every stage; returns (stage, what happened) pairs.
+
+    Under torchrun (`torchrun --nproc_per_node 8 -m minitron run RECIPE`) every process plans the same stages;
+    training stages run on all of them (FSDP2, data-parallel), every other stage on rank 0 while the others
+    wait, so `work_dir` must be a filesystem all nodes share.
+    """
+    import torch.distributed as dist
+
+    from compress.recipe import load_recipe
+    from compress.train import init_distributed
+
     stages = plan(recipe_path, work_dir)
+    states = [status(stage) for stage in stages]  # decided before any process marks a stage as started
+    rank, world = 0, 1
+    if not dry_run:
+        # rank 0 may prune, quantize or evaluate for hours while the other processes wait at a barrier
+        rank, world, _ = init_distributed(resolve_device(load_recipe(recipe_path).device), timeout_hours=24)
     width = max(len(stage.name) for stage in stages)
     actions = []
-    for stage in stages:
-        state = status(stage)
+    for stage, state in zip(stages, states):
         action = {"done": "skip (complete, settings unchanged)", "partial": "resume", "todo": "run"}[state]
         actions.append((stage.name, action))
-        log.info("%-*s %-36s %s  -> %s", width, stage.name, action, stage.describe, stage.out)
+        if rank == 0:
+            log.info("%-*s %-36s %s  -> %s", width, stage.name, action, stage.describe, stage.out)
         if dry_run or state == "done":
             continue
-        _mark(stage, complete=False)
-        stage.run(state == "partial", True)
-        _mark(stage, complete=True)
+        if rank == 0:
+            _mark(stage, complete=False)
+        if world > 1:
+            dist.barrier()  # the marker exists before anyone starts
+        if stage.distributed or rank == 0:
+            stage.run(state == "partial", True)
+        if world > 1:
+            dist.barrier()
+        if rank == 0:
+            _mark(stage, complete=True)
     return actions

@@ -96,16 +96,22 @@ def drop_layers(model, drop: Iterable[int]):
 
 
 @torch.no_grad()
-def lm_loss(model, batches: list[torch.Tensor]) -> float:
-    """Mean next-token cross-entropy over token batches [b, s]."""
+def sequence_losses(model, batches: list[torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy of every sequence of the token batches [b, s], as one vector: what paired
+    comparisons of two models on the same blocks need."""
     device = next(model.parameters()).device
-    total = count = 0.0
+    losses = []
     for ids in batches:
         ids = ids.to(device)
         logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
-        total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").item()
-        count += ids[:, 1:].numel()
-    return total / count
+        token_losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        losses.append(token_losses.double().mean(dim=1).cpu())
+    return torch.cat(losses)
+
+
+def lm_loss(model, batches: list[torch.Tensor]) -> float:
+    """Mean next-token cross-entropy over token batches [b, s] (all of one length)."""
+    return sequence_losses(model, batches).mean().item()
 
 
 def lm_loss_scorer(batches: list[torch.Tensor], **_context) -> Scorer:

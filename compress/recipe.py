@@ -46,6 +46,8 @@ class Recipe:
     prune: PruneSpec = field(default_factory=PruneSpec)
     distill: dict = field(default_factory=dict)
     """Distillation settings (TrainConfig fields and `tokens`)."""
+    device: str = "auto"
+    """Where every stage runs: cpu, cuda, or auto (CUDA when present). Under torchrun each process takes its GPU."""
     work_dir: str = "work"
     """Where `minitron run` puts each stage's folder (under `<work_dir>/<name>/`)."""
     embedded: dict = field(default_factory=dict)

@@ -165,15 +165,19 @@ class Objective(torch.nn.Module):
 # processes and devices
 
 
-def init_distributed(device: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); under torchrun a process group is started (NCCL on GPUs, gloo on CPUs)."""
+def init_distributed(device: str, timeout_hours: float | None = None) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); under torchrun a process group is started (NCCL on GPUs, gloo on CPUs).
+    `timeout_hours` raises the collectives' timeout, for callers whose other ranks wait while rank 0 works."""
+    import datetime
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    if world > 1 and device.startswith("cuda"):
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        if device.startswith("cuda"):
-            torch.cuda.set_device(local)
-            device = f"cuda:{local}"
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    if world > 1 and not dist.is_initialized():
+        timeout = {"timeout": datetime.timedelta(hours=timeout_hours)} if timeout_hours else {}
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", **timeout)
     rank = dist.get_rank() if dist.is_initialized() else 0
     return rank, world, torch.device(device)
 

@@ -43,7 +43,7 @@ def folders(tmp_path):
                          "train-lm-loss": [5.5, 5.2], "distill-depth": [6.0, 5.2]}.items():
         write_run(f[name], losses)
     write_scan(f["prune-depth"], [7.0, 5.1, 5.1, 5.2, 5.1, 5.1, 5.2, 5.6], spread=5.3, best_block=5.5,
-               accuracy=[0.3, 0.5, 0.5, 0.55, 0.6, 0.5])
+               accuracy=[0.3, 0.5, 0.5, 0.55, 0.8, 0.5])
     for name, params in (("prune", 1_280_000), ("prune-depth", 1_312_000)):
         f[name].mkdir(exist_ok=True)
         (f[name] / "minitron.json").write_text(json.dumps({"params": {"target": {"params": params}}}))
@@ -53,11 +53,25 @@ def folders(tmp_path):
                  ).to_csv(f["bench"] / "report" / "speedup.csv", index=False)
     (f["bench"] / "report" / "figure10.png").write_bytes(b"png")
     (f["eval"] / "table").mkdir(parents=True)
-    pd.DataFrame([{"benchmark": "minitron_stdlib_cloze", "task": "minitron_stdlib_cloze", "metric": "acc_norm,none",
-                   "teacher": 55.0, "corrected": 62.0, "width": 60.0, "depth": 52.0, "width-fp8": 59.5,
-                   "depth-fp8": 51.0}]).to_csv(f["eval"] / "table" / "table.csv", index=False)
+    pd.DataFrame([{"benchmark": "minitron_stdlib_cloze", "task": "minitron_stdlib_cloze"}]).to_csv(
+        f["eval"] / "table" / "table.csv", index=False)
     (f["eval"] / "table" / "table.md").write_text("| table |\n")
+    # 100 items: width right on 70, depth on 50 (a paired difference far beyond its noise); FP8 flips one item
+    for label, right in {"width": 70, "depth": 50, "width-fp8": 69, "depth-fp8": 50}.items():
+        write_eval_run(f["eval"] / label, [1.0] * right + [0.0] * (100 - right))
     return f
+
+
+def write_eval_run(folder, scores):
+    """An eval run folder as `minitron eval run` writes it, with per-item samples of the in-domain task."""
+    task, metric = findings.IN_DOMAIN_TASK, "acc_norm,none"
+    (folder / "samples").mkdir(parents=True, exist_ok=True)
+    (folder / "minitron.json").write_text(json.dumps({"stage": "eval", "suite": "embedded",
+                                                      "suite_tasks": [{"task": task, "metric": metric}]}))
+    results = {"results": {task: {metric: sum(scores) / len(scores)}}, "higher_is_better": {task: {"acc_norm": True}}}
+    (folder / "results.json").write_text(json.dumps(results))
+    (folder / "samples" / f"{task}.jsonl").write_text("".join(
+        json.dumps({"doc_hash": str(i), "prompt_hash": "p", "acc_norm": score}) + "\n" for i, score in enumerate(scores)))
 
 
 RECIPE = SimpleNamespace(name="tiny", distill={"steps": 64, "global_batch": 16, "seq_len": 256})
@@ -71,7 +85,8 @@ def test_every_claim_held_when_the_numbers_say_so(folders, tmp_path):
                  "pruning-and-distillation.csv", "width-vs-depth.png", "depth-sensitivity.png", "throughput.csv"):
         assert (out / name).is_file(), name
     text = (out / "findings.md").read_text()
-    assert "12 of 12 claims held" in text and "did not hold" not in text
+    assert "12 held, 0 did not hold and 0 were inconclusive" in text and "did not hold |" not in text
+    assert (out / "width-eval-run" / "samples" / f"{findings.IN_DOMAIN_TASK}.jsonl").is_file()
     assert json.loads((out / "minitron.json").read_text())["provenance"]["git_sha"] is not None
 
 
@@ -84,7 +99,7 @@ def test_a_claim_that_fails_is_reported_as_not_held(folders, tmp_path):
     failed = [(v.figure, v.claim) for v in verdicts if not v.held]
     assert [figure for figure, _ in failed] == ["Figure 4", "Figure 5", "Figure 6"]
     assert failed[2][1] == "distillation-based training outperforms conventional (LM loss) training"
-    assert "9 of 12 claims held" in (tmp_path / "results" / "findings.md").read_text()
+    assert "9 held, 3 did not hold" in (tmp_path / "results" / "findings.md").read_text()
 
 
 def test_depth_rules(folders, tmp_path):
@@ -93,7 +108,7 @@ def test_depth_rules(folders, tmp_path):
 
     shutil.rmtree(folders["prune-depth"])
     write_scan(folders["prune-depth"], [7.0, 5.1, 5.9, 5.2, 5.1, 5.1, 5.2, 5.6], spread=5.6, best_block=5.5,
-               accuracy=[0.3, 0.5, 0.5, 0.55, 0.6, 0.7])
+               accuracy=[0.3, 0.5, 0.5, 0.55, 0.6, 0.9])
     (folders["prune-depth"] / "minitron.json").write_text(json.dumps({"params": {"target": {"params": 1}}}))
     verdicts = findings.depth_sensitivity(folders, tmp_path)
     assert [(v.figure, v.held) for v in verdicts] == [("Figure 8", False), ("Figure 8", False), ("Figure 9", False)]
@@ -104,3 +119,31 @@ def test_width_must_win_at_every_point(folders, tmp_path):
     folders["distill-depth"] = folders["distill-depth"].with_name("z")
     (verdict,) = findings.width_vs_depth(folders, tmp_path)
     assert not verdict.held and "1.28M vs 1.31M params" in verdict.measured
+
+
+def test_a_difference_within_the_noise_is_inconclusive_and_an_fp8_drop_fails(folders, tmp_path):
+    write_eval_run(folders["eval"] / "width", [1.0] * 52 + [0.0] * 48)  # 52 vs 50 on 100 items: noise
+    write_eval_run(folders["eval"] / "width-fp8", [1.0] * 40 + [0.0] * 60)  # FP8 loses 12 of the 52
+    table, fp8 = findings.evals(folders, tmp_path)
+    assert table.held is None and "+2.0 ±" in table.measured
+    assert fp8.held is False and "width 52.0 -> 40.0 (-12.0 ±" in fp8.measured
+
+
+def test_paired_losses_decide_with_their_standard_error(tmp_path, tokenizer):
+    """Two copies of one model are inconclusive; a damaged copy loses by far more than its noise."""
+    import torch
+
+    from compress.checkpoint import save_checkpoint
+    from conftest import stdlib_texts, tiny_model
+
+    model = tiny_model("llama", layers=2)
+    save_checkpoint(model, tokenizer, tmp_path / "a")
+    save_checkpoint(model, tokenizer, tmp_path / "b")
+    with torch.no_grad():
+        model.lm_head.weight.mul_(50)  # confidently wrong everywhere
+    save_checkpoint(model, tokenizer, tmp_path / "damaged")
+    (tmp_path / "data.txt").write_text("\n\n".join(stdlib_texts(6)))
+    held_out = findings.HeldOutLosses(str(tmp_path / "data.txt"), 32, 0, micro_batch=4, eval_batches=4)
+    assert findings._lower_loss(held_out, tmp_path / "a", tmp_path / "b", True)[1] is None
+    text, held = findings._lower_loss(held_out, tmp_path / "a", tmp_path / "damaged", False)
+    assert held is True and "paired over 16 blocks" in text

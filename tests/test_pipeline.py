@@ -112,3 +112,23 @@ def test_the_tiny_recipe_plans_every_finding_and_each_stage_depends_only_on_its_
     assert set(stages["findings"].needs) >= {"distill-parallel", "bench", "eval"}
     assert stages["findings"].out == Path("results/tiny")
     assert len({s.out for s in stages.values()}) == len(stages)  # every stage its own folder
+
+
+@pytest.mark.timeout(300)
+def test_two_processes_under_torchrun_run_the_recipe_once(recipe, tmp_path):
+    """Training stages on both processes, the others on rank 0 alone; then a one-process rerun skips it all."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(root / "minitron.py"), "run", str(recipe)]
+    done = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("distill ") == 1  # the plan is logged by rank 0 only
+    record = json.loads((recipe.parent / "work" / "tiny-test" / "distilled" / "minitron.json").read_text())
+    assert record["world_size"] == 2 and record["final_validation"]["step"] == 3
+    assert all(action.startswith("skip") for _, action in pipeline.run(recipe))
