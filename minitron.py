@@ -52,11 +52,15 @@ def run_recipe(
     recipe: Path = typer.Argument(..., help="A recipe YAML (recipes/, or your own)."),
     work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Where the stages go [default: the recipe's]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan and what would be skipped; run nothing."),
+    rerun: Optional[str] = typer.Option(
+        None, "--rerun", help="Stages to run again from scratch, comma-separated (e.g. after a code change), and "
+                              "every stage that reads their output."),
 ):
     """The whole recipe: each stage resumes where it stopped and is skipped when done with the same settings."""
     import pipeline
 
-    pipeline.run(recipe, work_dir, dry_run=dry_run)
+    pipeline.run(recipe, work_dir, dry_run=dry_run,
+                 rerun=[name.strip() for name in rerun.split(",") if name.strip()] if rerun else None)
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
 

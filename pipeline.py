@@ -333,8 +333,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bool = False) -> list[tuple[str, str]]:
-    """Run (or, with dry_run, only show) every stage; returns (stage, what happened) pairs.
+def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bool = False,
+        rerun: list[str] | None = None) -> list[tuple[str, str]]:
+    """Run (or, with dry_run, only show) every stage; returns (stage, what happened) pairs. Stages named in
+    `rerun` start over, and so does every stage that reads their output: fingerprints cover settings, not code or
+    data, so this is how a code change reaches the results.
 
     Under torchrun (`torchrun --nproc_per_node 8 -m minitron run RECIPE`) every process plans the same stages;
     training stages run on all of them (FSDP2, data-parallel), every other stage on rank 0 while the others
@@ -347,6 +350,15 @@ def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bo
 
     stages = plan(recipe_path, work_dir)
     states = [status(stage) for stage in stages]  # decided before any process marks a stage as started
+    unknown = set(rerun or ()) - {stage.name for stage in stages}
+    if unknown:
+        raise ValueError(f"--rerun {', '.join(sorted(unknown))}: no such stage in {recipe_path}; its stages are "
+                         f"{', '.join(stage.name for stage in stages)}")
+    forced = set(rerun or ())
+    for i, stage in enumerate(stages):  # stages come after the stages they read
+        if stage.name in forced or forced & set(stage.needs):
+            forced.add(stage.name)
+            states[i] = "todo"
     rank, world = 0, 1
     if not dry_run:
         # rank 0 may prune, quantize or evaluate for hours while the other processes wait at a barrier

@@ -132,3 +132,11 @@ def test_two_processes_under_torchrun_run_the_recipe_once(recipe, tmp_path):
     record = json.loads((recipe.parent / "work" / "tiny-test" / "distilled" / "minitron.json").read_text())
     assert record["world_size"] == 2 and record["final_validation"]["step"] == 3
     assert all(action.startswith("skip") for _, action in pipeline.run(recipe))
+
+
+def test_rerun_starts_a_stage_over_with_everything_that_reads_it(recipe):
+    pipeline.run(recipe)
+    actions = dict(pipeline.run(recipe, rerun=["prune"]))
+    assert actions == {"correct": "skip (complete, settings unchanged)", "prune": "run", "distill": "run"}
+    with pytest.raises(ValueError, match="--rerun nope: no such stage"):
+        pipeline.run(recipe, rerun=["nope"])
