@@ -25,6 +25,21 @@ from evals.tasks import TASKS_DIR, task_manager
 log = logging.getLogger(__name__)
 
 
+class _ExpectedNotices(logging.Filter):
+    """Drops lm-eval's warnings about what this project does on purpose (setting every task's few-shot count
+    from the suite, and passing a model object for the in-memory backend): dozens of lines per run otherwise."""
+
+    EXPECTED = ("Overwriting default num_fewshot", "Passed an already-initialized model",
+                "`pretrained` model kwarg is not of type")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.EXPECTED)
+
+
+for _name in ("lm_eval.evaluator", "lm_eval.models.huggingface"):
+    logging.getLogger(_name).addFilter(_ExpectedNotices())
+
+
 class DataUnavailable(ValueError):
     pass
 
