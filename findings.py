@@ -257,7 +257,9 @@ def depth_sensitivity(folders: dict[str, Path], out: Path, held_out: HeldOutLoss
 
 def _items(folders: dict[str, Path], task: str) -> int:
     """How many items the eval runs scored on `task` (0 when there is no such run)."""
-    samples = folders.get("eval", Path("-")) / "width" / "samples" / f"{task}.jsonl"
+    if "eval" not in folders:
+        return 0
+    samples = folders["eval"] / "width" / "samples" / f"{task}.jsonl"
     return len(samples.read_text().splitlines()) if samples.is_file() else 0
 
 
@@ -402,9 +404,9 @@ def _tokens(config: dict) -> int:
 
 def _scale_note(folders: dict[str, Path], recipe) -> str:
     """How much more the teacher trained than a student: the paper's 15T tokens are 160 distillation budgets."""
-    record = folders.get("teacher", Path("-")) / "teacher" / "minitron.json"
-    if not record.is_file():
-        return ""
+    if "teacher" not in folders or not (folders["teacher"] / "teacher" / "minitron.json").is_file():
+        return ""  # a teacher from elsewhere: its pretraining is not on record
+    record = folders["teacher"] / "teacher" / "minitron.json"
     pretrained = _tokens(json.loads(record.read_text())["config"])
     budget = recipe.distill.get("tokens") or _tokens(recipe.distill)
     return (f" The teacher was pretrained on {pretrained / 1e6:.2f}M tokens, {pretrained / budget:.1f} times one "
