@@ -94,8 +94,9 @@ class HeldOutLosses:
     """Per-block LM losses of final checkpoints on the held-out blocks their training validated on, cached per
     model: two models compared on the same blocks give a paired difference with a standard error."""
 
-    def __init__(self, data: str, seq_len: int, seed: int, micro_batch: int, eval_batches: int, device: str = "cpu"):
-        self.data, self.seq_len, self.seed, self.device = data, seq_len, seed, device
+    def __init__(self, data: str, seq_len: int, seed: int, micro_batch: int, eval_batches: int, device: str = "cpu",
+                 precision: str = "auto"):
+        self.data, self.seq_len, self.seed, self.device, self.precision = data, seq_len, seed, device, precision
         self.micro_batch, self.eval_batches = micro_batch, eval_batches
         self._blocks: list | None = None
         self._losses: dict[Path, object] = {}
@@ -106,13 +107,15 @@ class HeldOutLosses:
         from compress.checkpoint import load_model
         from compress.data import load_blocks
         from compress.depth import sequence_losses
+        from compress.precision import autocast
 
         if folder not in self._losses:
             model, tokenizer = load_model(folder, dtype=torch.float32, device=self.device)
             if self._blocks is None:
                 val = load_blocks(self.data, tokenizer, self.seq_len, seed=self.seed).val
                 self._blocks = list(val.batches(self.micro_batch, limit=self.eval_batches))
-            self._losses[folder] = sequence_losses(model, self._blocks)
+            with autocast(self.device, self.precision):  # the precision training validated in
+                self._losses[folder] = sequence_losses(model, self._blocks)
         return self._losses[folder]
 
     def advantage(self, better: Path, worse: Path) -> tuple[float, float]:
@@ -328,24 +331,34 @@ def deployment(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | No
 
 
 SECTIONS = [
-    ("Teacher correction (Figures 4 and 5)", teacher_correction, "teacher-correction"),
-    ("Pruning and distillation vs baselines (Figure 6)", pruning_and_distillation, "pruning-and-distillation"),
-    ("Width vs depth at the same size (Figure 7)", width_vs_depth, "width-vs-depth"),
+    ("Teacher correction (Figures 4 and 5)", teacher_correction, "teacher-correction",
+     ("correct", "distill", "distill-original", "distill-parallel")),
+    ("Pruning and distillation vs baselines (Figure 6)", pruning_and_distillation, "pruning-and-distillation",
+     ("correct", "distill", "distill-random-init", "distill-random-pruning", "train-lm-loss")),
+    ("Width vs depth at the same size (Figure 7)", width_vs_depth, "width-vs-depth",
+     ("prune", "distill", "prune-depth", "distill-depth")),
     ("Depth sensitivity: LM loss and accuracy, contiguous vs not (Figures 8 and 9)", depth_sensitivity,
-     "depth-sensitivity"),
-    ("Throughput of teacher and students, measured and ideal (Figure 10)", throughput, "throughput"),
-    ("Evals beside the paper's Table 1", evals, "evals"),
-    ("FP8 checkpoint and deployment folder", deployment, "deployment"),
+     "depth-sensitivity", ("prune-depth",)),
+    ("Throughput of teacher and students, measured and ideal (Figure 10)", throughput, "throughput", ("bench",)),
+    ("Evals beside the paper's Table 1", evals, "evals", ("eval",)),
+    ("FP8 checkpoint and deployment folder", deployment, "deployment", ()),
 ]
+"""(title, section, file stem, the stages it reads): a section whose stages the recipe does not run is left out."""
 
 
-def write_findings(folders: dict[str, Path], out: str | Path, recipe, held_out: HeldOutLosses | None = None
-                   ) -> list[Verdict]:
+def write_findings(folders: dict[str, Path], out: str | Path, recipe, held_out: HeldOutLosses | None = None,
+                   samples_of: dict[str, Path] | None = None, device: str = "cpu") -> list[Verdict]:
     """Every section's table, plot and verdicts into `out`, with `findings.md` listing them all. With `held_out`,
-    loss comparisons are paired per block, with standard errors; without, they compare the logged losses."""
+    loss comparisons are paired per block, with standard errors; without, they compare the logged losses. With
+    `samples_of` (label -> model folder), `samples.md` holds their greedy answers to fixed chat prompts."""
+    from evals.samples import has_chat_template, write_samples
+
     out = Path(out)
     with output_dir(out, overwrite=True) as tmp:
-        sections = [(title, fn(folders, tmp, held_out), stem) for title, fn, stem in SECTIONS]
+        sections = [(title, fn(folders, tmp, held_out), stem) for title, fn, stem, needs in SECTIONS
+                    if all(name in folders for name in needs)]
+        if samples_of and has_chat_template(next(iter(samples_of.values()))):
+            write_samples(samples_of, tmp / "samples.md", device=device)
         verdicts = [v for _, section, _ in sections for v in section]
         pd.DataFrame([asdict(v) for v in verdicts]).to_csv(tmp / "findings.csv", index=False)
         record = write_record(tmp, "findings", seed=recipe.distill.get("seed", 0), recipe=recipe.name,
@@ -370,6 +383,8 @@ def _markdown(recipe, sections, verdicts: list[Verdict], provenance: dict, folde
              f"{(provenance.get('git_sha') or 'unknown')[:10]}; numbers on a model this small say nothing about "
              "real ones, only whether the recipe's effects show at all." + _scale_note(folders, recipe), "",
              table(verdicts), ""]
+    if (folder / "samples.md").is_file():
+        lines += ["Greedy answers of the teacher and the students to fixed chat prompts: [samples.md](samples.md).", ""]
     for title, section, stem in sections:
         lines += [f"## {title}", ""]
         if (folder / f"{stem}.png").is_file():
@@ -404,6 +419,11 @@ def _tokens(config: dict) -> int:
 
 def _scale_note(folders: dict[str, Path], recipe) -> str:
     """How much more the teacher trained than a student: the paper's 15T tokens are 160 distillation budgets."""
+    converted = folders["teacher"] / "minitron.json" if "teacher" in folders else None
+    if converted is not None and converted.is_file():
+        source = json.loads(converted.read_text())
+        return (f" The teacher is {source['name']} from {Path(source['source']).name} (GGUF {source['file_type']}, "
+                "dequantized to fp32: not the original release's weights).")
     if "teacher" not in folders or not (folders["teacher"] / "teacher" / "minitron.json").is_file():
         return ""  # a teacher from elsewhere: its pretraining is not on record
     record = folders["teacher"] / "teacher" / "minitron.json"

@@ -1,5 +1,6 @@
 """The `minitron` command: one entry point, a subcommand per stage of the Minitron recipe.
 
+    minitron convert MODEL.gguf --out DIR                                # a llama.cpp file as a HF checkpoint
     minitron arch --recipe recipes/llama-3.1-minitron-4b-width.yaml      # parameter counts, no weights
     minitron importance --model DIR --calib DATA --out scores.safetensors
     minitron prune width --model DIR --calib DATA --out DIR --hidden-size N --ffn-hidden-size N
@@ -35,6 +36,7 @@ from evals.cli import eval_app
 
 app = typer.Typer(help="Minitron: prune and distill a model family from one Hugging Face checkpoint.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.command("convert")(compress_cli.convert)
 app.command("arch")(compress_cli.arch)
 app.command("importance")(compress_cli.importance)
 app.add_typer(compress_cli.prune_app, name="prune")

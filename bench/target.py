@@ -144,10 +144,13 @@ def resolve(backend: str, model: str, label: str | None = None, tokenizer: str |
         served = resolve("vllm", tokenizer, label)
         return Target(model, served.label, "url", served.checkpoint, served.config, manifest=served.manifest,
                       url=model.rstrip("/"))
-    folder = Path(model)
+    from compress.gguf import is_gguf, local_model
+
+    name = label or Path(model).name.removesuffix(".gguf")
+    folder = Path(local_model(model) if backend == "hf" and is_gguf(model) else model)
     if not folder.is_dir():
-        raise FileNotFoundError(f"--model {model}: no such folder; pass a local checkpoint or deployment folder")
-    name = label or folder.name
+        raise FileNotFoundError(f"--model {model}: no such folder; pass a local checkpoint or deployment folder "
+                                "(or a .gguf file for --backend hf)")
     if backend == "trtllm":
         if not _is_deploy(folder):
             raise ValueError(f"--backend trtllm takes a deployment folder (checkpoint/, manifest.json, "

@@ -93,7 +93,19 @@ def save_checkpoint(model, tokenizer, folder: str | os.PathLike) -> None:
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(folder, safe_serialization=True)
     if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
+        save_tokenizer(tokenizer, folder)
+
+
+def save_tokenizer(tokenizer, folder: str | os.PathLike) -> None:
+    """`tokenizer.save_pretrained`, readable by transformers 4.57 too: 5.x names its fast tokenizers'
+    class `TokenizersBackend`, which 4.57 (TensorRT-LLM's pin) does not know; `PreTrainedTokenizerFast` reads
+    the same tokenizer.json in both."""
+    tokenizer.save_pretrained(folder)
+    config_path = Path(folder, "tokenizer_config.json")
+    config = json.loads(config_path.read_text())
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def provenance(seed: int | None = None) -> dict:

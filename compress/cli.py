@@ -21,7 +21,8 @@ log = logging.getLogger("minitron")
 
 prune_app = typer.Typer(help="Width or depth pruning of a Hugging Face checkpoint.", no_args_is_help=True)
 
-Model = Annotated[str, typer.Option("--model", help="Local HF checkpoint folder (config.json, weights, tokenizer).")]
+Model = Annotated[str, typer.Option(
+    "--model", help="Local HF checkpoint folder (config.json, weights, tokenizer), or a .gguf file.")]
 Calib = Annotated[Optional[str], typer.Option(
     "--calib", help="Calibration text: a .txt file, a folder, a JSONL file with a `text` field, Parquet, "
                     "or a hub dataset name (needs network).")]
@@ -33,6 +34,8 @@ SeqLen = Annotated[Optional[int], typer.Option(
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Blocks per forward pass.")]
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the calibration sample.")]
+Precision = Annotated[str, typer.Option(
+    "--precision", help="auto (bf16 autocast on GPUs and on CPUs with native bf16), bf16 or fp32.")]
 
 
 def _seq_len(config, seq_len: int | None) -> int:
@@ -56,15 +59,30 @@ def _calibration(calib: str | None, model_dir: str, config, seq_len: int | None,
     return calibration_blocks(calib, tokenizer, _seq_len(config, seq_len), num_samples=num_samples, seed=seed)
 
 
-def _estimate(model_dir: str, blocks, batch_size: int, seq_agg: str, batch_agg: str, device: str):
+def _estimate(model_dir: str, blocks, batch_size: int, seq_agg: str, batch_agg: str, device: str,
+              precision: str = "auto"):
     from compress.checkpoint import load_model
     from compress.importance import estimate_importance
+    from compress.precision import autocast
 
     model, tokenizer = load_model(model_dir, device=device)
     total = -(-len(blocks) // batch_size)
-    scores = estimate_importance(model, blocks.batches(batch_size), seq_agg=seq_agg, batch_agg=batch_agg,
-                                 total=total)
+    with autocast(device, precision):
+        scores = estimate_importance(model, blocks.batches(batch_size), seq_agg=seq_agg, batch_agg=batch_agg,
+                                     total=total)
     return model, tokenizer, scores
+
+
+def convert(
+    gguf_file: Annotated[Path, typer.Argument(help="A GGUF model file (llama, mistral or qwen2 architecture).")],
+    out: Out,
+    overwrite: Overwrite = False,
+):
+    """A GGUF file as a HF checkpoint folder (safetensors, config, tokenizer with chat template, minitron.json).
+    Every --model/--teacher/--student also takes a .gguf file directly (converted once into the cache)."""
+    from compress.gguf import convert as run
+
+    run(gguf_file, out, overwrite=overwrite)
 
 
 def arch(
@@ -124,16 +142,19 @@ def importance(
     seq_agg: Annotated[str, typer.Option("--seq-agg", help="Over the sequence: mean, l2 or max.")] = "mean",
     batch_agg: Annotated[str, typer.Option("--batch-agg", help="Over samples: l2, mean or max.")] = "l2",
     device: Device = "cpu",
+    precision: Precision = "auto",
     seed: Seed = 0,
     overwrite: Overwrite = False,
 ):
     """Estimate neuron, head, channel and layer importance once; `prune width --importance` reuses it."""
     from compress.checkpoint import check_output_dir, load_config
+    from compress.gguf import local_model
 
     check_output_dir(out, overwrite)
+    model = local_model(model)
     config = load_config(model)
     blocks = _calibration(calib, model, config, seq_len, num_samples, seed)
-    _, _, scores = _estimate(model, blocks, batch_size, seq_agg, batch_agg, device)
+    _, _, scores = _estimate(model, blocks, batch_size, seq_agg, batch_agg, device, precision)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     scores.save(tmp)
@@ -162,16 +183,19 @@ def prune_width(
     no_rescale_norms: Annotated[bool, typer.Option(
         "--no-rescale-norms", help="Keep RMSNorm weights as they are when hidden channels are removed.")] = False,
     device: Device = "cpu",
+    precision: Precision = "auto",
     seed: Seed = 0,
     overwrite: Overwrite = False,
 ):
     """Rank units by activation importance and trim the checkpoint to the target sizes."""
     from compress.arch import Dims, WidthTarget, count_params
     from compress.checkpoint import check_output_dir, load_config, load_model, output_dir, save_checkpoint, write_record
+    from compress.gguf import local_model
     from compress.importance import Importance
     from compress.width import prune_width as trim
 
     check_output_dir(out, overwrite)
+    model = local_model(model)
     config = load_config(model)
     target = WidthTarget(hidden_size, ffn_hidden_size, num_heads, num_kv_heads)
     if target == WidthTarget():
@@ -187,7 +211,7 @@ def prune_width(
         teacher, tokenizer = load_model(model, device=device)
     else:
         blocks = _calibration(calib, model, config, seq_len, num_samples, seed)
-        teacher, tokenizer, scores = _estimate(model, blocks, batch_size, seq_agg, batch_agg, device)
+        teacher, tokenizer, scores = _estimate(model, blocks, batch_size, seq_agg, batch_agg, device, precision)
     source_params = count_params(config)
     student = trim(teacher, scores, target, rescale_norms=not no_rescale_norms)
     with output_dir(out, overwrite) as tmp:
@@ -217,6 +241,7 @@ def prune_depth(
     seq_len: SeqLen = None,
     batch_size: BatchSize = 8,
     device: Device = "cpu",
+    precision: Precision = "auto",
     seed: Seed = 0,
     overwrite: Overwrite = False,
 ):
@@ -224,9 +249,12 @@ def prune_depth(
     from compress import depth
     from compress.arch import count_params
     from compress.checkpoint import check_output_dir, load_config, load_model, output_dir, save_checkpoint, write_record
+    from compress.gguf import local_model
     from compress.importance import estimate_importance
+    from compress.precision import autocast
 
     check_output_dir(out, overwrite)
+    model = local_model(model)
     config = load_config(model)
     n = config.num_hidden_layers
     if (num_layers is None) == (drop is None):
@@ -250,8 +278,9 @@ def prune_depth(
         if metric != "lm-loss":
             scorers.append(depth.SCORERS[metric](**context))
         scorer = scorers[-1]
-        influence = estimate_importance(teacher, batches, total=len(batches)).layers
-        table = depth.scan(teacher, lengths, scorers, layer_influence=influence)
+        with autocast(device, precision):
+            influence = estimate_importance(teacher, batches, total=len(batches)).layers
+            table = depth.scan(teacher, lengths, scorers, layer_influence=influence)
         layers = depth.best_block(table, k, scorer)
         log.info("best %s when removing layers %d-%d", scorer.name, layers[0], layers[-1])
     source_params = count_params(config)
@@ -279,7 +308,6 @@ MinLr = Annotated[float, typer.Option("--min-lr", help="End of the cosine decay.
 EvalEvery = Annotated[int, typer.Option("--eval-every", help="Validate every N steps.")]
 EvalBatches = Annotated[int, typer.Option("--eval-batches", help="Validation micro-batches per evaluation.")]
 SaveEvery = Annotated[int, typer.Option("--save-every", help="Resumable checkpoint every N steps.")]
-Precision = Annotated[str, typer.Option("--precision", help="auto (bf16 on capable GPUs), bf16 or fp32.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
 
 
@@ -294,8 +322,8 @@ def _train_config(steps, tokens, seq_len, global_batch, **fields):
 
 
 def distill(
-    teacher: Annotated[str, typer.Option("--teacher", help="The unpruned (or corrected) teacher folder.")],
-    student: Annotated[str, typer.Option("--student", help="The pruned student folder.")],
+    teacher: Annotated[str, typer.Option("--teacher", help="The unpruned (or corrected) teacher folder, or .gguf.")],
+    student: Annotated[str, typer.Option("--student", help="The pruned student folder, or .gguf.")],
     data: Data,
     out: Out,
     steps: Steps = None,

@@ -3,7 +3,9 @@
 A source is a local text file, a folder, a JSONL or Parquet file with a ``text`` field, or a
 Hugging Face hub dataset (``owner/name[:config][@split]``). It is tokenized once into a flat
 stream of token ids (every document followed by EOS), cached as a memory-mapped ``.npy``, and cut
-into fixed-length blocks that are shuffled by a seed and split into train and validation::
+into fixed-length blocks that are shuffled by a seed and split into train and validation.
+A folder holding `train.*` and `validation.*` files (and optionally `calibration.*`) is a corpus already
+split by document: each split is read from its own file, so no document reaches two splits::
 
     from compress.data import load_blocks, calibration_blocks
 
@@ -14,7 +16,8 @@ into fixed-length blocks that are shuffled by a seed and split into train and va
     calib = calibration_blocks("corpus/", tokenizer, seq_len=2048, num_samples=1024)
 
 Because every consumer goes through `load_blocks`, the calibration blocks used for pruning
-importance are always a subset of the train split and never overlap the validation split.
+importance (and FP8 calibration) never overlap the validation split: they are the calibration split where
+the corpus has one, else the first shuffled train blocks.
 """
 
 from __future__ import annotations
@@ -91,6 +94,36 @@ class TokenBlocks:
 class DataSplits:
     train: TokenBlocks
     val: TokenBlocks
+    calibration: TokenBlocks | None = None
+    """Blocks for importance and FP8 calibration: a split of its own where the corpus has one, else `train`."""
+
+    def __post_init__(self):
+        if self.calibration is None:
+            self.calibration = self.train
+
+
+SPLITS = ("train", "validation", "calibration")
+"""File stems of a corpus split by document (`train.jsonl`, `validation.jsonl`, `calibration.jsonl`)."""
+
+
+def split_files(source: str) -> dict[str, Path] | None:
+    """The split files of a folder that holds `train.*` and `validation.*` (and optionally `calibration.*`),
+    or None when `source` is not such a folder. Other files in it are not read."""
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        return None
+    found: dict[str, Path] = {}
+    for file in sorted(path.iterdir()):
+        if file.is_file() and file.stem in SPLITS and file.suffix.lower() in FOLDER_SUFFIXES:
+            if file.stem in found:
+                raise DataError(f"{source} holds two {file.stem} files ({found[file.stem].name}, {file.name}); keep one")
+            found[file.stem] = file
+    if not found:
+        return None
+    if "train" not in found or "validation" not in found:
+        raise DataError(f"{source} holds {', '.join(f.name for f in found.values())} but a split corpus needs both "
+                        "train.* and validation.* (calibration.* is optional); add the missing one or rename them")
+    return found
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -237,6 +270,11 @@ def _tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(f"{body}|eos={_eos_id(tokenizer)}".encode()).hexdigest()
 
 
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the toolkit caches what it derives (token streams, converted GGUF files, downloaded wheels)."""
+    return Path(cache_dir or os.environ.get("MINITRON_CACHE") or "~/.cache/minitron").expanduser()
+
+
 def _cache_path(source: str, files: list[Path] | None, tokenizer, cache_dir: str | None) -> Path:
     """The cache file for this source and tokenizer: any edited file or other tokenizer gives a new key."""
     if files is None:
@@ -244,8 +282,7 @@ def _cache_path(source: str, files: list[Path] | None, tokenizer, cache_dir: str
     else:
         described = "\n".join(f"{p.resolve()}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}" for p in files)
     key = hashlib.sha256("\n".join([FORMAT_VERSION, described, _tokenizer_fingerprint(tokenizer)]).encode())
-    root = Path(cache_dir or os.environ.get("MINITRON_CACHE") or "~/.cache/minitron").expanduser()
-    return root / "tokens" / f"{key.hexdigest()}.npy"
+    return cache_root(cache_dir) / "tokens" / f"{key.hexdigest()}.npy"
 
 
 def _batched(items: Iterable[str], n: int) -> Iterator[list[str]]:
@@ -311,7 +348,8 @@ def tokenize_corpus(source: str, tokenizer, cache_dir: str | None = None) -> np.
 
 def load_blocks(source: str, tokenizer, seq_len: int, seed: int = 0, val_fraction: float = 0.05,
                 min_val_blocks: int = 1, cache_dir: str | None = None) -> DataSplits:
-    """Cut the token stream into blocks of `seq_len`, shuffle them by `seed` and split off validation.
+    """Cut the token stream into blocks of `seq_len`, shuffle them by `seed` and split off validation (a corpus
+    split by document, see `split_files`, keeps its own splits and only has each one's blocks shuffled).
 
     The split depends only on the token stream, `seq_len`, `seed` and the validation settings, so
     every stage of a run (calibration, training, evaluation) sees the same train/val partition.
@@ -320,13 +358,13 @@ def load_blocks(source: str, tokenizer, seq_len: int, seed: int = 0, val_fractio
         raise ValueError(f"seq_len must be at least 1, got {seq_len}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    files = split_files(source)
+    if files is not None:
+        blocks = {name: _shuffled_blocks(str(file), tokenizer, seq_len, [seed, i], cache_dir)
+                  for i, (name, file) in enumerate(sorted(files.items()))}
+        return DataSplits(blocks["train"], blocks["validation"], blocks.get("calibration"))
     tokens = tokenize_corpus(source, tokenizer, cache_dir)
-    n_blocks = len(tokens) // seq_len
-    if n_blocks == 0:
-        raise DataError(
-            f"source {source} has {len(tokens)} tokens, fewer than one block of seq_len={seq_len}: "
-            f"pass a smaller --seq-len (at most {len(tokens)}) or more data"
-        )
+    n_blocks = _count_blocks(source, tokens, seq_len)
     order = np.random.default_rng(seed).permutation(n_blocks)
     if n_blocks >= 2:
         # Keep at least one training block whatever the fraction asks for.
@@ -337,11 +375,28 @@ def load_blocks(source: str, tokenizer, seq_len: int, seed: int = 0, val_fractio
     return DataSplits(TokenBlocks(tokens, seq_len, order[n_val:]), TokenBlocks(tokens, seq_len, order[:n_val]))
 
 
+def _count_blocks(source: str, tokens: np.ndarray, seq_len: int) -> int:
+    n_blocks = len(tokens) // seq_len
+    if n_blocks == 0:
+        raise DataError(
+            f"source {source} has {len(tokens)} tokens, fewer than one block of seq_len={seq_len}: "
+            f"pass a smaller --seq-len (at most {len(tokens)}) or more data"
+        )
+    return n_blocks
+
+
+def _shuffled_blocks(source: str, tokenizer, seq_len: int, seed: list[int], cache_dir: str | None) -> TokenBlocks:
+    tokens = tokenize_corpus(source, tokenizer, cache_dir)
+    order = np.random.default_rng(seed).permutation(_count_blocks(source, tokens, seq_len))
+    return TokenBlocks(tokens, seq_len, order)
+
+
 def calibration_blocks(source: str, tokenizer, seq_len: int, num_samples: int = 1024, seed: int = 0,
                        cache_dir: str | None = None) -> TokenBlocks:
-    """The first `num_samples` shuffled train blocks: pruning importance never looks at validation data."""
-    train = load_blocks(source, tokenizer, seq_len, seed=seed, cache_dir=cache_dir).train
-    if len(train) < num_samples:
-        log.warning("calibration: only %d train blocks of %d tokens available (asked for %d); using all of them",
-                    len(train), seq_len, num_samples)
-    return train.take(num_samples)
+    """The first `num_samples` shuffled calibration blocks (train blocks where the corpus has no calibration
+    split): pruning importance never looks at validation data."""
+    blocks = load_blocks(source, tokenizer, seq_len, seed=seed, cache_dir=cache_dir).calibration
+    if len(blocks) < num_samples:
+        log.warning("calibration: only %d blocks of %d tokens available (asked for %d); using all of them",
+                    len(blocks), seq_len, num_samples)
+    return blocks.take(num_samples)

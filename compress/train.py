@@ -33,6 +33,8 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from compress.kd_loss import chunked_kd_loss, chunked_lm_loss, lm_head_of
+from compress.precision import PRECISIONS
+from compress.precision import autocast as precision_autocast
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ class TrainConfig:
     chunk_size: int = 1024
     """Tokens per chunk of the vocabulary-sized losses."""
     precision: str = "auto"
-    """'bf16' autocast, 'fp32', or 'auto' (bf16 on GPUs that support it, fp32 on the CPU)."""
+    """'bf16' autocast, 'fp32', or 'auto' (bf16 on GPUs and CPUs that do bf16 natively: compress/precision.py)."""
     seed: int = 0
     """Seeds the data order and any random initialisation."""
     spike_factor: float = 5.0
@@ -103,8 +105,8 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.min_lr <= self.lr:
             raise ValueError(f"need 0 < --min-lr <= --lr, got {self.min_lr} and {self.lr}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"--precision must be auto, bf16 or fp32, not {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be {', '.join(PRECISIONS)}, not {self.precision!r}")
 
 
 def steps_for_tokens(tokens: int, global_batch: int, seq_len: int) -> int:
@@ -328,8 +330,7 @@ def train(objective: Objective, splits, cfg: TrainConfig, out: Path, resume: boo
     if resume:
         log.info("resuming from step %d of %d", start, cfg.steps)
     sampler = StepSampler(len(splits.train), cfg, rank, world)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda" and torch.cuda.is_bf16_supported())
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
+    autocast = precision_autocast(dev, cfg.precision)
     tokens_per_step = cfg.global_batch * cfg.seq_len
     metrics = (out / METRICS).open("a") if rank == 0 else None
     records: list[dict] = []
@@ -440,6 +441,8 @@ def export_model(model, tokenizer, folder: Path, rank: int) -> None:
     """Write a standard HF checkpoint of a (possibly sharded) model from rank 0, file by file atomically."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+    from compress.checkpoint import save_tokenizer
+
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if rank != 0:
         return
@@ -447,7 +450,7 @@ def export_model(model, tokenizer, folder: Path, rank: int) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    save_tokenizer(tokenizer, tmp)
     folder.mkdir(parents=True, exist_ok=True)
     for f in tmp.iterdir():
         f.replace(folder / f.name)
@@ -466,8 +469,10 @@ def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_
 
     from compress.checkpoint import RECORD_NAME, load_model, write_record
     from compress.data import load_blocks
+    from compress.gguf import local_model
 
     cfg.validate(int(os.environ.get("WORLD_SIZE", "1")))
+    student_dir, teacher_dir = local_model(student_dir), teacher_dir and local_model(teacher_dir)
     out = Path(out)
     rank = int(os.environ.get("RANK", "0"))
     tokenizer = _check_pair(student_dir, teacher_dir, cfg)

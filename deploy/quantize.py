@@ -108,22 +108,24 @@ def quantize(model_dir: str, calib: str, out: str | Path, kv_cache: str = "auto"
     """Calibrate, fake-quantize, measure, export. Returns the record written to `out/minitron.json`."""
     from transformers import AutoTokenizer
 
-    from compress.checkpoint import check_output_dir, load_config, load_model, output_dir, write_record
+    from compress.checkpoint import check_output_dir, load_config, load_model, output_dir, save_tokenizer, write_record
     from compress.data import load_blocks
     from compress.depth import lm_loss
+    from compress.gguf import local_model
 
     if kv_cache not in ("auto", "fp8"):
         raise ValueError(f"--kv-cache must be auto (the model's dtype) or fp8, not {kv_cache!r}")
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}")
     check_output_dir(out, overwrite)
+    model_dir = local_model(model_dir)
     config = load_config(model_dir)  # refuses unsupported and already-quantized checkpoints
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     seq_len = seq_len or min(512, config.max_position_embeddings)
     if seq_len > config.max_position_embeddings:
         raise ValueError(f"--seq-len {seq_len} exceeds the model's {config.max_position_embeddings} positions")
     splits = load_blocks(calib, tokenizer, seq_len, seed=seed)  # calibration data fails here, before ModelOpt
-    calib_batches = list(splits.train.take(num_samples).batches(batch_size))
+    calib_batches = list(splits.calibration.take(num_samples).batches(batch_size))
     held_out = list(splits.val.take(eval_blocks).batches(batch_size))
 
     log.info("importing ModelOpt (about 15 s)")
@@ -144,7 +146,7 @@ def quantize(model_dir: str, calib: str, out: str | Path, kv_cache: str = "auto"
     with output_dir(out, overwrite) as tmp:
         model.config.architectures = [type(model).__name__]  # ModelOpt's export needs it set
         export_hf_checkpoint(model, export_dir=tmp)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
         export = check_export(tmp, reference)
         record = write_record(tmp, "quantize", seed=seed, source=str(model_dir), calib=calib,
                               quantization="fp8", kv_cache_dtype="fp8" if kv_cache == "fp8" else dtype,

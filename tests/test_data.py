@@ -221,7 +221,44 @@ def test_calibration_blocks(tmp_path, tokenizer, corpus, caplog):
         few = calibration_blocks(corpus, tokenizer, seq_len=64, num_samples=10**6, seed=5, cache_dir=tmp_path / "cache")
     assert len(few) == len(splits.train)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and f"only {len(splits.train)} train blocks" in warnings[0]
+    assert len(warnings) == 1 and f"only {len(splits.train)} blocks" in warnings[0]
+
+
+def _write_split(folder, name, docs):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+
+
+def test_a_folder_split_by_document_keeps_its_splits(tmp_path, tokenizer):
+    """train/validation/calibration files are read each on its own: no block of one split holds another's text."""
+    from tests.conftest import stdlib_texts
+
+    texts = stdlib_texts(9)
+    folder = tmp_path / "corpus"
+    for name, docs in (("train", texts[:5]), ("validation", texts[5:7]), ("calibration", texts[7:])):
+        _write_split(folder, name, docs)
+    (folder / "README.md").write_text("not a split: ignored")
+    splits = load_blocks(str(folder), tokenizer, seq_len=64, seed=1, cache_dir=tmp_path / "cache")
+    for blocks, docs in ((splits.train, texts[:5]), (splits.val, texts[5:7]), (splits.calibration, texts[7:])):
+        stream = [i for d in docs for i in tokenizer(d, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]]
+        assert blocks.tokens.tolist() == stream  # each split's blocks come from its own documents only
+        assert sorted(blocks.indices) == list(range(len(stream) // 64))
+    calib = calibration_blocks(str(folder), tokenizer, seq_len=64, num_samples=4, seed=1, cache_dir=tmp_path / "cache")
+    assert np.array_equal(calib.indices, splits.calibration.indices[:4])
+    assert splits.calibration.tokens is not splits.train.tokens
+
+    without_calibration = tmp_path / "two"
+    _write_split(without_calibration, "train", texts[:5])
+    _write_split(without_calibration, "validation", texts[5:7])
+    two = load_blocks(str(without_calibration), tokenizer, seq_len=64, cache_dir=tmp_path / "cache")
+    assert two.calibration is two.train
+
+
+def test_a_split_folder_needs_train_and_validation(tmp_path, tokenizer):
+    folder = tmp_path / "half"
+    _write_split(folder, "train", ["some text " * 50])
+    with pytest.raises(DataError, match="needs both train.* and validation.*"):
+        load_blocks(str(folder), tokenizer, seq_len=16, cache_dir=tmp_path / "cache")
 
 
 # ---------------------------------------------------------------------------------------------- errors

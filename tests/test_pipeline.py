@@ -69,7 +69,7 @@ def test_an_interrupted_stage_resumes(recipe):
     pipeline._mark(distill, complete=False)  # started, then killed after its first checkpoint
     from compress.train import fit
 
-    cfg = pipeline._train_config(yaml.safe_load(recipe.read_text())["distill"], kd=True)
+    cfg = pipeline._train_config(yaml.safe_load(recipe.read_text())["distill"], kd=True, precision="auto")
     fit(str(stages[1].out), str(recipe.parent / "data.txt"), distill.out, cfg,
         teacher_dir=str(stages[0].out), stop_after=1)
     assert dict(pipeline.run(recipe))["distill"] == "resume"
@@ -87,17 +87,26 @@ def test_every_shipped_recipe_has_a_dry_run():
         assert [s.name for s in stages][-1] in ("distill", "quantize", "deploy", "bench", "eval", "findings"), path
 
 
-def test_findings_need_a_width_student_of_a_corrected_teacher(recipe):
+def test_findings_need_a_depth_student_and_their_baselines_a_corrected_teacher(recipe):
     body = yaml.safe_load(recipe.read_text())
     body["findings"] = {"out": "results/x"}
     recipe.write_text(yaml.safe_dump(body))
-    with pytest.raises(ValueError, match="findings needs exactly `out`"):
+    with pytest.raises(ValueError, match="set prune.depth_layers"):
         pipeline.plan(recipe)
-    body["findings"]["depth_layers"] = 2
+    body["findings"]["depht"] = 2
+    body["prune"]["depth_layers"] = 2
+    recipe.write_text(yaml.safe_dump(body))
+    with pytest.raises(ValueError, match="findings takes `out`"):
+        pipeline.plan(recipe)
+    del body["findings"]["depht"]
     body.pop("correct")
     recipe.write_text(yaml.safe_dump(body))
-    with pytest.raises(ValueError, match="set prune.method: width and a `correct` section"):
+    with pytest.raises(ValueError, match="add a `correct` section, or set findings.baselines: false"):
         pipeline.plan(recipe)
+    body["findings"]["baselines"] = False  # the recipe's own students only: no uncorrected-teacher arms
+    recipe.write_text(yaml.safe_dump(body))
+    names = [stage.name for stage in pipeline.plan(recipe)]
+    assert names == ["prune", "distill", "prune-depth", "distill-depth", "findings"]
 
 
 def test_the_tiny_recipe_plans_every_finding_and_each_stage_depends_only_on_its_inputs():
