@@ -187,6 +187,8 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
         students["depth"] = root / "distilled-depth"
 
     findings = recipe.findings
+    if findings:  # seconds, and it tells importance from chance before any training
+        stages.append(width_prune("prune-random", "pruned-random", teacher, teacher_needs, random_ranking=True))
     if findings and findings.get("baselines", True):
         if not recipe.correct:
             raise ValueError(f"{recipe_path}: the findings' baselines include distilling from the uncorrected "
@@ -203,7 +205,6 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
                     correct_teacher=True, teacher_lr=correct_cfg.lr, teacher_warmup=correct_cfg.warmup),
             distill("distill-random-init", "distilled-random-init", pruned, needs,
                     describe="Figure 6: random init + KD", random_init=True),
-            width_prune("prune-random", "pruned-random", teacher, teacher_needs, random_ranking=True),
             distill("distill-random-pruning", "distilled-random-pruning", root / "pruned-random",
                     ("prune-random",) + teacher_needs, describe="Figure 6: random pruning + KD"),
             distill("train-lm-loss", "trained-lm-loss", pruned, needs, describe="Figure 6: pruning + LM loss",

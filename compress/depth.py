@@ -132,7 +132,8 @@ def scan(model, block_lengths: Iterable[int], scorers: list[Scorer], layer_influ
          ) -> pd.DataFrame:
     """The sensitivity table: one row per removed layer set, one column per scorer.
 
-    method 'contiguous' rows cover every block [start, start+k) for each k; for each k > 1, a row
+    method 'contiguous' rows cover every block [start, start+k) for each k, and every single layer (k = 1,
+    always: the single-layer losses rank the non-contiguous choice and draw Figure 8); for each k > 1, a row
     'single-layer-rank' drops the k layers whose single removal scored best on the first scorer, and a row
     'block-influence' (when `layer_influence` is given) drops the k layers of lowest Block Influence.
     """
@@ -160,8 +161,7 @@ def scan(model, block_lengths: Iterable[int], scorers: list[Scorer], layer_influ
         evaluate("single-layer-rank", k, sorted(single_rank[:k]))
         if layer_influence is not None:
             evaluate("block-influence", k, sorted(torch.argsort(layer_influence, stable=True)[:k].tolist()))
-    table = pd.DataFrame(rows)
-    return table[(table.method != "contiguous") | table.block_len.isin(block_lengths)].reset_index(drop=True)
+    return pd.DataFrame(rows)
 
 
 def best_block(table: pd.DataFrame, k: int, scorer: Scorer) -> list[int]:

