@@ -150,11 +150,14 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
     def depth_prune(name: str, folder: str, num_layers: int) -> Stage:
         out = root / folder
         scan = {"metric": recipe.importance.get("metric", "lm-loss"),
-                "scan_lengths": recipe.importance.get("scan_lengths")}
-        return Stage(name, out, {"method": "depth", "num_layers": num_layers, **calib, **scan, "precision": precision},
+                "scan_lengths": recipe.importance.get("scan_lengths"),
+                # every candidate block is scored on these blocks: the scan's cost, apart from importance's
+                "num_samples": recipe.importance.get("scan_samples", calib.get("num_samples", 1024))}
+        scored = {**calib, **scan}
+        return Stage(name, out, {"method": "depth", "num_layers": num_layers, **scored, "precision": precision},
                      lambda resume, overwrite: compress_cli.prune_depth(
                          model=str(teacher), out=out, calib=data, num_layers=num_layers, overwrite=True,
-                         device=device, precision=precision, **scan, **calib),
+                         device=device, precision=precision, **scored),
                      f"depth pruning, {_param_change(recipe, PruneSpec('depth', num_layers=num_layers))}",
                      needs=teacher_needs)
 

@@ -159,13 +159,23 @@ def _read_text(path: Path) -> Iterator[str]:
     yield path.read_text(encoding="utf-8", errors="replace")
 
 
-def _text_of(record: object, where: str) -> str:
+Document = str | list
+"""A document: text, or a conversation (a list of {role, content} turns) that the tokenizer's chat template renders."""
+
+
+def _text_of(record: object, where: str) -> Document:
     if isinstance(record, dict) and isinstance(record.get("text"), str):
         return record["text"]
-    raise DataError(f"{where}: no 'text' field (a string) in this record; every record needs one")
+    messages = record.get("messages") if isinstance(record, dict) else None
+    if isinstance(messages, list) and messages and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages):
+        return messages
+    raise DataError(f"{where}: no 'text' field (a string) nor 'messages' (a list of {{role, content}} turns) in this "
+                    "record; every record needs one")
 
 
-def _read_jsonl(path: Path) -> Iterator[str]:
+def _read_jsonl(path: Path) -> Iterator[Document]:
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -177,7 +187,7 @@ def _read_jsonl(path: Path) -> Iterator[str]:
             yield _text_of(record, f"{path}:{lineno}")
 
 
-def _read_json(path: Path) -> Iterator[str]:
+def _read_json(path: Path) -> Iterator[Document]:
     # Many datasets ship JSON Lines under a .json name; a leading '[' tells the two apart.
     with path.open(encoding="utf-8") as f:
         head = f.read(4096).lstrip()
@@ -237,15 +247,16 @@ def _open_hub(source: str) -> Iterator[str]:
     return (t for batch in ds.iter(batch_size=1024) for t in batch["text"] if t is not None)
 
 
-def _read_files(files: list[Path]) -> Iterator[str]:
+def _read_files(files: list[Path]) -> Iterator[Document]:
     for path in files:
         yield from _READERS.get(path.suffix.lower(), _read_text)(path)
 
 
-def read_documents(source: str) -> Iterator[str]:
+def read_documents(source: str) -> Iterator[Document]:
     """Every document of a source in a fixed order (folders: sorted paths, each file by its own rule).
 
-    Plain-text files are one document each; .jsonl/.json/.parquet hold one document per record's `text`.
+    Plain-text files are one document each; .jsonl/.json/.parquet hold one document per record's `text`
+    (.jsonl/.json records may hold a conversation in `messages` instead: see `render`).
     A missing path or unreachable hub dataset raises here, at the call, not at the first document.
     """
     files = _local_files(source)
@@ -264,10 +275,22 @@ def _eos_id(tokenizer) -> int:
     return int(tokenizer.eos_token_id)
 
 
+def render(document: Document, tokenizer) -> str:
+    """A document as the text the model reads: a conversation through the tokenizer's chat template (so an
+    instruct model's students keep seeing its turn format), or its turns' contents one after another where the
+    tokenizer has no template (a base model)."""
+    if isinstance(document, str):
+        return document
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(document, tokenize=False)
+    return "\n\n".join(turn["content"] for turn in document)
+
+
 def _tokenizer_fingerprint(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     body = backend.to_str() if backend is not None else f"{tokenizer.name_or_path}|{len(tokenizer)}"
-    return hashlib.sha256(f"{body}|eos={_eos_id(tokenizer)}".encode()).hexdigest()
+    template = getattr(tokenizer, "chat_template", None) or ""
+    return hashlib.sha256(f"{body}|eos={_eos_id(tokenizer)}|{template}".encode()).hexdigest()
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -306,7 +329,7 @@ def tokenize_corpus(source: str, tokenizer, cache_dir: str | None = None) -> np.
         log.info("tokens of %s: %d from cache %s", source, len(tokens), path)
         return tokens
 
-    docs = read_documents(source)
+    docs = (render(doc, tokenizer) for doc in read_documents(source))
     path.parent.mkdir(parents=True, exist_ok=True)
     # The stream's length is unknown until the end, so ids go to a raw file first and are copied into
     # the .npy afterwards: memory stays flat whatever the corpus size.

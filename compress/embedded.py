@@ -63,6 +63,31 @@ def prose_documents() -> list[str]:
     return docs
 
 
+def docstring_conversations() -> list[list[dict]]:
+    """Every module, class and function docstring of the standard library as a one-turn conversation: a question
+    about the name, the docstring as the answer. Distilling an instruct model on these keeps its chat turns in the
+    data, so its students see the format they will be asked in."""
+    conversations = []
+    for f in _stdlib_files():
+        try:
+            tree = ast.parse(f.read_text(errors="ignore"))
+        except SyntaxError:
+            continue
+        module = f.stem
+        for node in [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]:
+            doc = ast.get_docstring(node)
+            if not doc or len(doc) <= 80:
+                continue
+            if isinstance(node, ast.Module):
+                question = f"What is Python's `{module}` module for?"
+            elif isinstance(node, ast.ClassDef):
+                question = f"What is the `{node.name}` class in Python's `{module}` module?"
+            else:
+                question = f"What does `{node.name}` in Python's `{module}` module do?"
+            conversations.append([{"role": "user", "content": question}, {"role": "assistant", "content": doc}])
+    return conversations
+
+
 def tiny_llama_config(vocab_size: int, tokenizer):
     """About 2.6M parameters: trains at a few thousand tokens/s on a 2-core CPU."""
     from transformers import LlamaConfig
@@ -76,15 +101,17 @@ def tiny_llama_config(vocab_size: int, tokenizer):
     )
 
 
-def write_jsonl(path: Path, docs: list[str]) -> None:
+def write_jsonl(path: Path, docs: list) -> None:
+    """One record per document: {"text": ...}, or {"messages": [...]} for a conversation."""
     with path.open("w") as f:
         for doc in docs:
-            f.write(json.dumps({"text": doc}) + "\n")
+            f.write(json.dumps({"text": doc} if isinstance(doc, str) else {"messages": doc}) + "\n")
 
 
 def write_stdlib_corpus(out: Path, overwrite: bool = False) -> dict:
-    """The distillation data of a real teacher: reference-manual topics (less the held-out ones), docstrings and
-    the modules' sources, split by document into `train.jsonl`, `validation.jsonl` (1 in 20) and
+    """The distillation data of a real teacher: reference-manual topics (less the held-out ones), docstrings as
+    questions and answers (`docstring_conversations`, rendered by the teacher's chat template when tokenized)
+    and the modules' sources, split by document into `train.jsonl`, `validation.jsonl` (1 in 20) and
     `calibration.jsonl` (1 in 20), so no document reaches two splits (compress/data.py reads such a folder as
     split). The split is by a hash of each document's text, stable wherever the text is the same; the text
     comes from this Python installation, so the record names its version and each file's sha256."""
@@ -94,15 +121,15 @@ def write_stdlib_corpus(out: Path, overwrite: bool = False) -> dict:
     from compress.checkpoint import output_dir, write_record
 
     splits: dict[str, list[str]] = {"train": [], "validation": [], "calibration": []}
-    for doc in prose_documents() + code_documents():
-        bucket = zlib.crc32(doc.encode()) % 20
+    for doc in reference_topics(held_out=False) + docstring_conversations() + code_documents():
+        bucket = zlib.crc32(json.dumps(doc).encode()) % 20
         splits["validation" if bucket == 0 else "calibration" if bucket == 1 else "train"].append(doc)
     with output_dir(out, overwrite=overwrite) as tmp:
         for name, docs in splits.items():
             write_jsonl(tmp / f"{name}.jsonl", docs)
         record = write_record(tmp, "data", source="the Python standard library: pydoc_data topics, docstrings, sources",
                               python=platform.python_version(),
-                              splits={name: {"documents": len(docs), "characters": sum(map(len, docs)),
+                              splits={name: {"documents": len(docs), "characters": len(json.dumps(docs)),
                                              "sha256": hashlib.sha256((tmp / f"{name}.jsonl").read_bytes()).hexdigest()}
                                       for name, docs in splits.items()})
     log.info("stdlib corpus: %s -> %s", ", ".join(f"{len(d)} {n} documents" for n, d in splits.items()), out)

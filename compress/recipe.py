@@ -70,7 +70,8 @@ class Recipe:
     embedded: dict = field(default_factory=dict)
     """With `teacher.model: embedded`: `steps` of the embedded teacher's pretraining."""
     importance: dict = field(default_factory=dict)
-    """Calibration of the pruning stage: num_samples, seq_len, batch_size (and metric for depth)."""
+    """Calibration of the pruning stage: num_samples, seq_len, batch_size; for depth, metric, scan_lengths and
+    scan_samples (the blocks each candidate is scored on; num_samples by default)."""
     quantize: dict = field(default_factory=dict)
     """FP8 settings (`minitron quantize` flags: kv_cache, num_samples, seq_len, ...); empty skips FP8."""
     deploy: dict = field(default_factory=dict)

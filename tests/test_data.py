@@ -387,3 +387,23 @@ def test_tokenizer_without_eos(tmp_path, tokenizer):
     no_eos.eos_token = None
     with pytest.raises(DataError, match="has no eos_token_id"):
         tokenize_corpus(str(path), no_eos, cache_dir=tmp_path / "cache")
+
+
+def test_conversations_are_rendered_by_the_chat_template(tmp_path, tokenizer):
+    """A `messages` record reaches the model as its chat template renders it; without a template, as its turns."""
+    turns = [{"role": "user", "content": "What does len do?"}, {"role": "assistant", "content": "It counts items."}]
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"messages": turns}) + "\n" + json.dumps({"text": "plain text"}) + "\n")
+    assert list(read_documents(str(path))) == [turns, "plain text"]
+    plain = tokenize_corpus(str(path), tokenizer, tmp_path / "cache").tolist()
+    expected = tokenizer("What does len do?\n\nIt counts items.", add_special_tokens=False).input_ids
+    assert plain[:len(expected) + 1] == expected + [tokenizer.eos_token_id]
+
+    templated = copy.deepcopy(tokenizer)
+    templated.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    rendered = tokenize_corpus(str(path), templated, tmp_path / "cache").tolist()  # another template: another cache
+    expected = tokenizer("[user] What does len do?\n[assistant] It counts items.\n", add_special_tokens=False).input_ids
+    assert rendered[:len(expected) + 1] == expected + [tokenizer.eos_token_id]
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"messages": [{"role": "user"}]}) + "\n")
+    with pytest.raises(DataError, match="nor 'messages'"):
+        list(read_documents(str(tmp_path / "bad.jsonl")))
