@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from compress.arch import check_supported
+from compress.precision import cpu_has_native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +124,23 @@ def provenance(seed: int | None = None) -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "hardware": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "hardware": {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                     "native_bf16": cpu_has_native_bf16(),
                      "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "seed": seed,
         "command": " ".join(sys.argv),
     }
+
+
+def _cpu_model() -> str:
+    """The CPU's model name where the kernel tells it (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def write_record(folder: str | os.PathLike, stage: str, seed: int | None = None, **fields) -> dict:
