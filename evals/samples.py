@@ -39,11 +39,12 @@ def greedy_answers(model_dir: str | Path, prompts=PROMPTS, max_new_tokens: int =
 
     model, tokenizer = load_model(model_dir, dtype=torch.float32, device=device)
     tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:  # padding only fills the left of shorter prompts; the mask hides it
+        tokenizer.pad_token = tokenizer.eos_token
     texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
                                            tokenize=False) for p in prompts]
     batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                         pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     return [tokenizer.decode(row[batch["input_ids"].shape[1]:], skip_special_tokens=True).strip() for row in out]
 
 

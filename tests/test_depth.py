@@ -54,7 +54,7 @@ def test_scan_table_and_plot(tmp_path):
     influence = estimate_importance(model, batches).layers
     table = scan(model, [2, 3], [scorer], layer_influence=influence)
     contiguous = table[table.method == "contiguous"]
-    assert sorted(contiguous.groupby("block_len").size().items()) == [(2, 5), (3, 4)]
+    assert sorted(contiguous.groupby("block_len").size().items()) == [(1, 6), (2, 5), (3, 4)]  # single layers always
     assert set(table.method) == {"contiguous", "single-layer-rank", "block-influence"}
     row = contiguous[(contiguous.block_len == 2) & (contiguous.start == 1)].iloc[0]
     with layers_removed(model, [1, 2]):

@@ -22,7 +22,8 @@ TEXT = "def f(x):\n    return  x + 1  # héllo <|end_of_text|>"
 def tiny_llama(**kw):
     """conftest's tiny Llama (head_dim 12 != hidden/heads 8) with a non-default RoPE base."""
     cfg = tiny_config("llama", **kw)
-    cfg.rope_parameters = {"rope_type": "default", "rope_theta": THETA}
+    cfg.rope_parameters = {"rope_type": "default", "rope_theta": THETA}  # transformers 5
+    cfg.rope_theta = THETA  # 4.57
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     model.load_state_dict(tiny_model("llama", **kw).state_dict())
     return model.eval()

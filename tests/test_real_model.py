@@ -47,4 +47,5 @@ def test_keeping_every_unit_reproduces_the_real_models_logits(teacher, tmp_path)
     ids = torch.randint(0, 49152, (2, 64), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference, kept = (load_model(folder, dtype=torch.float32)[0](input_ids=ids).logits for folder in (teacher, out))
-    torch.testing.assert_close(kept, reference, atol=1e-4, rtol=0)
+    # the same sums over 576 and 1536 terms in another order: fp32 rounding, relative to logits of size ~10-20
+    torch.testing.assert_close(kept, reference, atol=1e-4, rtol=1e-5)

