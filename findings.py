@@ -49,6 +49,8 @@ class Verdict:
     measured: str
     held: bool | None
     """None: inconclusive, the difference lies within two standard errors of the measurement's noise."""
+    testable: bool = True
+    """False when the data cannot test the claim as named (`measured` says why); `held` is then None."""
 
     def __post_init__(self):
         if self.held is not None:
@@ -56,6 +58,8 @@ class Verdict:
 
     @property
     def outcome(self) -> str:
+        if not self.testable:
+            return "not testable here"
         return {True: "held", False: "did not hold", None: "inconclusive (within noise)"}[self.held]
 
 
@@ -245,6 +249,10 @@ def depth_sensitivity(folders: dict[str, Path], out: Path, held_out: HeldOutLoss
     blocks = contiguous[contiguous.block_len == k]
     spread = scan[(scan.method == "single-layer-rank") & (scan.block_len == k)].iloc[0]
     best_by_loss = blocks.loc[blocks.lm_loss.idxmin()]
+    # compress.depth.layer_label writes a contiguous set as "a-b", any other as "a,b,...": a "non-contiguous"
+    # choice that is one block compares the contiguous family with itself, which tests nothing
+    untestable = None if "," in spread.layers else (
+        f"not testable: the {k} layers whose single removal costs least form one block (layers {spread.layers})")
     verdicts = [
         Verdict("Figure 8", "the layers at the beginning and end are the most important",
                 "removing the first or the last layer alone raises the LM loss more than removing any middle layer "
@@ -254,11 +262,16 @@ def depth_sensitivity(folders: dict[str, Path], out: Path, held_out: HeldOutLoss
         Verdict("Figure 8", "removing non-contiguous layers can give an even better LM loss",
                 f"the {k} layers whose single removal costs least ({spread.layers}) give a lower LM loss than "
                 f"the best contiguous block of {k} (no noise estimate)",
-                f"{spread.lm_loss:.4f} vs {best_by_loss.lm_loss:.4f} (layers {best_by_loss.layers})",
-                bool(spread.lm_loss < best_by_loss.lm_loss)),
+                untestable or f"{spread.lm_loss:.4f} vs {best_by_loss.lm_loss:.4f} (layers {best_by_loss.layers})",
+                None if untestable else bool(spread.lm_loss < best_by_loss.lm_loss), testable=not untestable),
     ]
     accuracy = [c for c in scan.columns if c not in ("method", "block_len", "start", "end", "layers", "lm_loss")]
-    if accuracy:
+    if accuracy and untestable:
+        verdicts.append(Verdict("Figure 9", "that does not hold for downstream accuracy: a contiguous block keeps "
+                                            "more of it", f"the best contiguous block of {k} against the "
+                                            f"non-contiguous {k} layers on {accuracy[0]}", untestable, None,
+                                testable=False))
+    elif accuracy:
         metric = accuracy[0]
         best = blocks.loc[blocks[metric].idxmax()]
         delta, items = best[metric] - spread[metric], _items(folders, f"minitron_{metric}")
@@ -453,6 +466,8 @@ def _scale_note(folders: dict[str, Path], recipe) -> str:
 
 
 def _tally(verdicts: list[Verdict]) -> str:
-    counts = [sum(v.held is outcome for v in verdicts) for outcome in (True, False, None)]
+    tested = [v for v in verdicts if v.testable]
+    counts = [sum(v.held is outcome for v in tested) for outcome in (True, False, None)]
+    untested = len(verdicts) - len(tested)
     return (f"of the paper's {len(verdicts)} claims, {counts[0]} held, {counts[1]} did not hold and {counts[2]} "
-            "were inconclusive at this scale")
+            "were inconclusive at this scale" + (f"; {untested} could not be tested here" if untested else ""))

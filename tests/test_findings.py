@@ -19,14 +19,14 @@ def write_run(folder, losses):
     (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
-def write_scan(folder, singles, spread, best_block, accuracy):
+def write_scan(folder, singles, spread, best_block, accuracy, spread_layers="1,2,5,6"):
     """An 8-layer scan: single-layer losses, the k=4 blocks, and the non-contiguous choice of 4."""
     rows = [{"method": "contiguous", "block_len": 1, "start": i, "end": i, "layers": f"{i}-{i}", "lm_loss": loss,
              "stdlib_cloze": 0.5} for i, loss in enumerate(singles)]
     for start in range(5):
         rows.append({"method": "contiguous", "block_len": 4, "start": start, "end": start + 3,
                      "layers": f"{start}-{start + 3}", "lm_loss": best_block + start, "stdlib_cloze": accuracy[start]})
-    rows.append({"method": "single-layer-rank", "block_len": 4, "start": 1, "end": 6, "layers": "1,2,5,6",
+    rows.append({"method": "single-layer-rank", "block_len": 4, "start": 1, "end": 6, "layers": spread_layers,
                  "lm_loss": spread, "stdlib_cloze": accuracy[-1]})
     folder.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(folder / "depth_scan.csv", index=False)
@@ -112,6 +112,21 @@ def test_depth_rules(folders, tmp_path):
     (folders["prune-depth"] / "minitron.json").write_text(json.dumps({"params": {"target": {"params": 1}}}))
     verdicts = findings.depth_sensitivity(folders, tmp_path)
     assert [(v.figure, v.held) for v in verdicts] == [("Figure 8", False), ("Figure 8", False), ("Figure 9", False)]
+
+
+def test_a_non_contiguous_choice_that_is_one_block_is_not_tested(folders, tmp_path):
+    """When the cheapest single layers form a block, Figures 8 and 9 would compare a set with itself: not testable."""
+    import shutil
+
+    shutil.rmtree(folders["prune-depth"])
+    write_scan(folders["prune-depth"], [7.0, 5.1, 5.0, 5.0, 5.0, 5.0, 5.2, 5.6], spread=5.5, best_block=5.5,
+               accuracy=[0.3, 0.5, 0.5, 0.55, 0.6, 0.5], spread_layers="2-5")
+    (folders["prune-depth"] / "minitron.json").write_text(json.dumps({"params": {"target": {"params": 1}}}))
+    verdicts = findings.depth_sensitivity(folders, tmp_path)
+    assert [(v.figure, v.held, v.testable) for v in verdicts[1:]] == [("Figure 8", None, False),
+                                                                      ("Figure 9", None, False)]
+    assert all("form one block (layers 2-5)" in v.measured and v.outcome == "not testable here" for v in verdicts[1:])
+    assert findings._tally(verdicts).endswith("; 2 could not be tested here")
 
 
 def test_width_must_win_at_every_point(folders, tmp_path):
