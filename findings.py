@@ -197,18 +197,26 @@ def pruning_and_distillation(folders: dict[str, Path], out: Path, held_out: Held
 
 def pruning_one_shot(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
                      ) -> list[Verdict]:
-    """Importance against random ranking right after pruning, before any training: no training seed in it."""
+    """Importance against random (and weight-magnitude) ranking right after pruning, before any training: no
+    training seed in it, only the held-out blocks' noise."""
     if held_out is None:
         return []
-    delta, stderr = held_out.advantage(folders["prune"], folders["prune-random"])
-    ours, chance = (held_out.losses(folders[name]).mean().item() for name in ("prune", "prune-random"))
-    pd.DataFrame({"student": ["importance ranking", "random ranking"], "held_out_loss": [ours, chance]}).to_csv(
+    rankings = {"importance (activations)": "prune", "random": "prune-random", "weight magnitude": "prune-magnitude"}
+    rankings = {label: name for label, name in rankings.items() if name in folders}
+    losses = {label: held_out.losses(folders[name]).mean().item() for label, name in rankings.items()}
+    pd.DataFrame({"ranking": list(losses), "held_out_loss": list(losses.values())}).to_csv(
         out / "pruning-one-shot.csv", index=False, float_format="%.4f")
-    return [Verdict("Figure 6", "importance-based pruning beats pruning at random (here before any distillation)",
-                    f"the width-pruned student's held-out LM loss right after pruning is lower with the importance "
-                    f"ranking than with a random one{SIGNIFICANT}",
-                    f"{ours:.4f} vs {chance:.4f}; paired over {len(held_out.losses(folders['prune']))} blocks: "
-                    f"{delta:+.4f} ± {stderr:.4f}", _significance(delta, stderr))]
+    ours = losses["importance (activations)"]
+    verdicts = []
+    for label in [label for label in rankings if label != "importance (activations)"]:
+        delta, stderr = held_out.advantage(folders["prune"], folders[rankings[label]])
+        verdicts.append(Verdict(
+            "Figure 6", f"importance-based pruning beats pruning by {label} ranking (here before any distillation)",
+            f"the width-pruned student's held-out LM loss right after pruning is lower with the importance ranking "
+            f"than with the {label} one{SIGNIFICANT}",
+            f"{ours:.4f} vs {losses[label]:.4f}; paired over {len(held_out.losses(folders['prune']))} blocks: "
+            f"{delta:+.4f} ± {stderr:.4f}", _significance(delta, stderr)))
+    return verdicts
 
 
 def _params(folder: Path) -> int:
@@ -364,7 +372,8 @@ SECTIONS = [
      ("correct", "distill", "distill-original", "distill-parallel")),
     ("Pruning and distillation vs baselines (Figure 6)", pruning_and_distillation, "pruning-and-distillation",
      ("correct", "distill", "distill-random-init", "distill-random-pruning", "train-lm-loss")),
-    ("Importance vs random ranking, right after pruning (Figure 6's starting points)", pruning_one_shot,
+    ("Importance vs random and weight-magnitude ranking, right after pruning (Figure 6's starting points)",
+     pruning_one_shot,
      "pruning-one-shot", ("prune", "prune-random")),
     ("Width vs depth at the same size (Figure 7)", width_vs_depth, "width-vs-depth",
      ("prune", "distill", "prune-depth", "distill-depth")),

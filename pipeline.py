@@ -136,16 +136,15 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
     p = recipe.prune
     calib = {k: recipe.importance[k] for k in ("num_samples", "seq_len", "batch_size") if k in recipe.importance}
 
-    def width_prune(name: str, folder: str, source: Path, needs: tuple[str, ...], random_ranking: bool = False
+    def width_prune(name: str, folder: str, source: Path, needs: tuple[str, ...], ranking: str = "activation"
                     ) -> Stage:
         out = root / folder
-        return Stage(name, out, {**p.target(), **calib, "random_ranking": random_ranking, "precision": precision},
+        return Stage(name, out, {**p.target(), **calib, "ranking": ranking, "precision": precision},
                      lambda resume, overwrite: compress_cli.prune_width(
                          model=str(source), out=out, calib=data, hidden_size=p.hidden_size,
                          ffn_hidden_size=p.ffn_hidden_size, num_heads=p.num_heads, num_kv_heads=p.num_kv_heads,
-                         random_ranking=random_ranking, overwrite=True, device=device, precision=precision, **calib),
-                     f"width pruning{' (random ranking)' if random_ranking else ''}, {_param_change(recipe, p)}",
-                     needs=needs)
+                         ranking=ranking, overwrite=True, device=device, precision=precision, **calib),
+                     f"width pruning by {ranking} ranking, {_param_change(recipe, p)}", needs=needs)
 
     def depth_prune(name: str, folder: str, num_layers: int) -> Stage:
         out = root / folder
@@ -190,8 +189,9 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
         students["depth"] = root / "distilled-depth"
 
     findings = recipe.findings
-    if findings:  # seconds, and it tells importance from chance before any training
-        stages.append(width_prune("prune-random", "pruned-random", teacher, teacher_needs, random_ranking=True))
+    if findings:  # seconds each, and they tell importance from its baselines before any training
+        stages += [width_prune("prune-random", "pruned-random", teacher, teacher_needs, ranking="random"),
+                   width_prune("prune-magnitude", "pruned-magnitude", teacher, teacher_needs, ranking="magnitude")]
     if findings and findings.get("baselines", True):
         if not recipe.correct:
             raise ValueError(f"{recipe_path}: the findings' baselines include distilling from the uncorrected "

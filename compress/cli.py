@@ -34,6 +34,8 @@ SeqLen = Annotated[Optional[int], typer.Option(
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Blocks per forward pass.")]
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the calibration sample.")]
+RANKINGS = ("activation", "random", "magnitude")
+"""How `prune width` orders units: the paper's activation importance, or one of its baselines."""
 Precision = Annotated[str, typer.Option(
     "--precision", help="auto (bf16 autocast on GPUs and on CPUs with native bf16), bf16 or fp32.")]
 
@@ -178,8 +180,9 @@ def prune_width(
     batch_size: BatchSize = 8,
     seq_agg: Annotated[str, typer.Option("--seq-agg", help="Over the sequence: mean, l2 or max.")] = "mean",
     batch_agg: Annotated[str, typer.Option("--batch-agg", help="Over samples: l2, mean or max.")] = "l2",
-    random_ranking: Annotated[bool, typer.Option(
-        "--random-ranking", help="Rank units at random instead (the paper's random-pruning baseline).")] = False,
+    ranking: Annotated[str, typer.Option(
+        "--ranking", help="activation (the paper's importance, needs --calib), random (its random-pruning "
+                          "baseline) or magnitude (weight norms, no data).")] = "activation",
     no_rescale_norms: Annotated[bool, typer.Option(
         "--no-rescale-norms", help="Keep RMSNorm weights as they are when hidden channels are removed.")] = False,
     device: Device = "cpu",
@@ -202,9 +205,14 @@ def prune_width(
         raise ValueError("no target given: pass at least one of --hidden-size, --ffn-hidden-size, --num-heads, "
                          "--num-kv-heads")
     target.resolve(Dims.of(config))
-    if random_ranking:
+    if ranking not in RANKINGS:
+        raise ValueError(f"--ranking {ranking!r} is unknown; choose from {', '.join(RANKINGS)}")
+    if ranking == "random":
         scores = Importance.random(Dims.of(config), seed)
         teacher, tokenizer = load_model(model, device=device)
+    elif ranking == "magnitude":
+        teacher, tokenizer = load_model(model, device=device)
+        scores = Importance.magnitude(teacher)
     elif importance_file is not None:
         scores = Importance.load(importance_file)
         scores.check_matches(Dims.of(config))

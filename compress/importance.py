@@ -54,6 +54,34 @@ class Importance:
                    heads=torch.rand(dims.layers, dims.heads, generator=g), layers=torch.rand(dims.layers, generator=g),
                    meta={"random": True, "seed": seed})
 
+    @classmethod
+    @torch.no_grad()
+    def magnitude(cls, model) -> "Importance":
+        """Scores from the weights alone, no data: each unit's L2 norm over every weight it owns (a neuron's gate
+        and up rows and down column; a head's q rows and o columns; a hidden channel's column or row in every
+        matrix that reads or writes the residual stream, embeddings included). The classic magnitude-pruning
+        baseline that activation importance is measured against."""
+        check_supported(model.config)
+        dims = Dims.of(model.config)
+        hidden = model.get_input_embeddings().weight.float().pow(2).sum(0)
+        ffn, heads, layers = [], [], []
+        for layer in model.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            neuron = (mlp.gate_proj.weight.float().pow(2).sum(1) + mlp.up_proj.weight.float().pow(2).sum(1)
+                      + mlp.down_proj.weight.float().pow(2).sum(0))
+            q = attn.q_proj.weight.float().pow(2).sum(1).view(dims.heads, dims.head_dim).sum(1)
+            o = attn.o_proj.weight.float().pow(2).sum(0).view(dims.heads, dims.head_dim).sum(1)
+            hidden += sum(m.weight.float().pow(2).sum(0) for m in (attn.q_proj, attn.k_proj, attn.v_proj,
+                                                                   mlp.gate_proj, mlp.up_proj))
+            hidden += attn.o_proj.weight.float().pow(2).sum(1) + mlp.down_proj.weight.float().pow(2).sum(1)
+            ffn.append(neuron.sqrt())
+            heads.append((q + o).sqrt())
+            layers.append(sum(p.float().pow(2).sum() for p in layer.parameters()).sqrt())
+        if not dims.tied:
+            hidden += model.get_output_embeddings().weight.float().pow(2).sum(0)
+        return cls(hidden=hidden.sqrt(), ffn=torch.stack(ffn), heads=torch.stack(heads), layers=torch.stack(layers),
+                   meta={"magnitude": True})
+
     def save(self, path) -> None:
         tensors = {"hidden": self.hidden, "ffn": self.ffn, "heads": self.heads, "layers": self.layers}
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"meta": json.dumps(self.meta)})

@@ -53,7 +53,7 @@ def test_prune_width_writes_a_loadable_checkpoint_with_its_record(workspace, tmp
 def test_random_ranking_needs_no_calibration_and_prunes_other_units(workspace, tmp_path):
     out = tmp_path / "random"
     assert run("prune", "width", "--model", workspace / "teacher", "--out", out, "--ffn-hidden-size", 48,
-               "--random-ranking", "--seed", 3) == 0
+               "--ranking", "random", "--seed", 3) == 0
     record = json.loads((out / "minitron.json").read_text())
     assert record["importance"] == {"random": True, "seed": 3}
     assert AutoConfig.from_pretrained(out).intermediate_size == 48

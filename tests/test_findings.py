@@ -162,8 +162,9 @@ def test_paired_losses_decide_with_their_standard_error(tmp_path, tokenizer):
     assert findings._lower_loss(held_out, tmp_path / "a", tmp_path / "b", True)[1] is None
     text, held = findings._lower_loss(held_out, tmp_path / "a", tmp_path / "damaged", False)
     assert held is True and "paired over 16 blocks" in text
-    assert findings.pruning_one_shot({"prune": tmp_path / "a", "prune-random": tmp_path / "damaged"}, tmp_path,
-                                     held_out)[0].held is True
-    tie = findings.pruning_one_shot({"prune": tmp_path / "a", "prune-random": tmp_path / "b"}, tmp_path, held_out)
-    assert tie[0].held is None and "± 0.0000" in tie[0].measured
+    one_shot = findings.pruning_one_shot({"prune": tmp_path / "a", "prune-random": tmp_path / "damaged",
+                                          "prune-magnitude": tmp_path / "b"}, tmp_path, held_out)
+    assert [(v.claim.split(" by ")[1].split(" ranking")[0], v.held) for v in one_shot] == [
+        ("random", True), ("weight magnitude", None)]  # the damaged copy loses; the identical one ties exactly
+    assert "± 0.0000" in one_shot[1].measured
     assert findings.pruning_one_shot({}, tmp_path, None) == []  # without held-out blocks there is nothing to pair

@@ -65,3 +65,22 @@ def test_bad_arguments():
         estimate_importance(tiny_model(), [sample_ids()], seq_agg="median")
     with pytest.raises(ValueError, match="calibration set is empty"):
         estimate_importance(tiny_model(), [])
+
+
+def test_magnitude_ranking_follows_the_weights():
+    """A neuron, head and channel whose weights are zeroed score lowest; a scaled-up one scores highest."""
+    from compress.importance import Importance
+
+    model = tiny_model("llama", layers=2)
+    with torch.no_grad():
+        mlp, attn = model.model.layers[1].mlp, model.model.layers[1].self_attn
+        for m in (mlp.gate_proj, mlp.up_proj):
+            m.weight[5] = 0
+        mlp.down_proj.weight[:, 5] = 0
+        mlp.down_proj.weight[:, 7] *= 10
+        attn.q_proj.weight[12:24] = 0  # head 1 (head_dim 12)
+        attn.o_proj.weight[:, 12:24] = 0
+    scores = Importance.magnitude(model)
+    assert scores.ffn[1].argmin() == 5 and scores.ffn[1].argmax() == 7
+    assert scores.heads[1].argmin() == 1
+    assert scores.hidden.shape == (48,) and scores.layers.shape == (2,) and scores.meta == {"magnitude": True}

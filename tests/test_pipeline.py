@@ -106,7 +106,7 @@ def test_findings_need_a_depth_student_and_their_baselines_a_corrected_teacher(r
     body["findings"]["baselines"] = False  # the recipe's own students only: no uncorrected-teacher arms
     recipe.write_text(yaml.safe_dump(body))
     names = [stage.name for stage in pipeline.plan(recipe)]
-    assert names == ["prune", "distill", "prune-depth", "distill-depth", "prune-random", "findings"]
+    assert names == ["prune", "distill", "prune-depth", "distill-depth", "prune-random", "prune-magnitude", "findings"]
 
 
 def test_the_tiny_recipe_plans_every_finding_and_each_stage_depends_only_on_its_inputs():
