@@ -50,17 +50,23 @@ def reference_topics(held_out: bool) -> list[str]:
     return [pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics) if is_held_out(k) == held_out]
 
 
-def prose_documents() -> list[str]:
-    """Reference-manual topics (less the held-out ones), then every module, class and function docstring."""
-    docs = reference_topics(held_out=False)
+def _docstrings():
+    """(module name, AST node, docstring) for every module, class and function docstring of the standard library
+    longer than 80 characters, in file order."""
     for f in _stdlib_files():
         try:
             tree = ast.parse(f.read_text(errors="ignore"))
         except SyntaxError:
             continue
-        nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
-        docs += [d for d in map(ast.get_docstring, nodes) if d and len(d) > 80]
-    return docs
+        for node in [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]:
+            doc = ast.get_docstring(node)
+            if doc and len(doc) > 80:
+                yield f.stem, node, doc
+
+
+def prose_documents() -> list[str]:
+    """Reference-manual topics (less the held-out ones), then every module, class and function docstring."""
+    return reference_topics(held_out=False) + [doc for _, _, doc in _docstrings()]
 
 
 def docstring_conversations() -> list[list[dict]]:
@@ -68,23 +74,14 @@ def docstring_conversations() -> list[list[dict]]:
     about the name, the docstring as the answer. Distilling an instruct model on these keeps its chat turns in the
     data, so its students see the format they will be asked in."""
     conversations = []
-    for f in _stdlib_files():
-        try:
-            tree = ast.parse(f.read_text(errors="ignore"))
-        except SyntaxError:
-            continue
-        module = f.stem
-        for node in [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]:
-            doc = ast.get_docstring(node)
-            if not doc or len(doc) <= 80:
-                continue
-            if isinstance(node, ast.Module):
-                question = f"What is Python's `{module}` module for?"
-            elif isinstance(node, ast.ClassDef):
-                question = f"What is the `{node.name}` class in Python's `{module}` module?"
-            else:
-                question = f"What does `{node.name}` in Python's `{module}` module do?"
-            conversations.append([{"role": "user", "content": question}, {"role": "assistant", "content": doc}])
+    for module, node, doc in _docstrings():
+        if isinstance(node, ast.Module):
+            question = f"What is Python's `{module}` module for?"
+        elif isinstance(node, ast.ClassDef):
+            question = f"What is the `{node.name}` class in Python's `{module}` module?"
+        else:
+            question = f"What does `{node.name}` in Python's `{module}` module do?"
+        conversations.append([{"role": "user", "content": question}, {"role": "assistant", "content": doc}])
     return conversations
 
 
@@ -120,7 +117,7 @@ def write_stdlib_corpus(out: Path, overwrite: bool = False) -> dict:
 
     from compress.checkpoint import output_dir, write_record
 
-    splits: dict[str, list[str]] = {"train": [], "validation": [], "calibration": []}
+    splits: dict[str, list] = {"train": [], "validation": [], "calibration": []}  # texts and conversations
     for doc in reference_topics(held_out=False) + docstring_conversations() + code_documents():
         bucket = zlib.crc32(json.dumps(doc).encode()) % 20
         splits["validation" if bucket == 0 else "calibration" if bucket == 1 else "train"].append(doc)

