@@ -51,6 +51,9 @@ class Verdict:
     """None: inconclusive, the difference lies within two standard errors of the measurement's noise."""
     testable: bool = True
     """False when the data cannot test the claim as named (`measured` says why); `held` is then None."""
+    seeds: int = 0
+    """How many training seeds the compared students ran under (0: nothing in the comparison was trained). With
+    one, the seed-to-seed noise is not measured: the outcome says so and the tally counts it apart."""
 
     def __post_init__(self):
         if self.held is not None:
@@ -60,7 +63,13 @@ class Verdict:
     def outcome(self) -> str:
         if not self.testable:
             return "not testable here"
+        if self.seeds == 1 and self.held is not None:
+            return f"{'held' if self.held else 'did not hold'} in one seed (seed noise not measured)"
         return {True: "held", False: "did not hold", None: "inconclusive (within noise)"}[self.held]
+
+    @property
+    def one_seed(self) -> bool:
+        return self.testable and self.seeds == 1 and self.held is not None
 
 
 SIGNIFICANT = ", by more than two standard errors of the paired difference"
@@ -78,20 +87,43 @@ def _val_curve(folder: Path) -> pd.DataFrame:
     return df[df["split"] == "val"].reset_index(drop=True)
 
 
-def _curve_table(runs: dict[str, Path]) -> pd.DataFrame:
-    """One row per run: initial and final validation LM loss (and KL to the teacher), tokens trained."""
+def _seeds(folders: dict[str, Path], name: str) -> list[Path]:
+    """The folders of stage `name` under every seed the recipe ran: its own first, then `<name>-seed<N>` by N."""
+    prefix = f"{name}-seed"
+    extra = sorted((int(key[len(prefix):]), folder) for key, folder in folders.items()
+                   if key.startswith(prefix) and key[len(prefix):].isdigit())
+    return [folders[name]] + [folder for _, folder in extra]
+
+
+def _final_loss(folder: Path) -> float:
+    return float(_val_curve(folder)["val_loss"].iloc[-1])
+
+
+def _finals(held_out: HeldOutLosses | None, seeds: list[Path]) -> list[float]:
+    """Each seed's final LM loss: on the shared held-out blocks when there are some, else its logged validation."""
+    return [held_out.losses(f).mean().item() if held_out else _final_loss(f) for f in seeds]
+
+
+def _curve_table(runs: dict[str, list[Path]], held_out: HeldOutLosses | None = None) -> pd.DataFrame:
+    """One row per arm: its first seed's initial and final validation LM loss (and KL to the teacher) and tokens
+    trained; with several seeds, the final loss's mean and spread over them (on the held-out blocks if given)."""
     rows = []
-    for label, folder in runs.items():
-        val = _val_curve(folder)
-        rows.append({"run": label, "tokens": int(val["tokens"].iloc[-1]), "val_loss_initial": val["val_loss"].iloc[0],
-                     "val_loss_final": val["val_loss"].iloc[-1],
-                     "val_kl_final": val["val_kl"].iloc[-1] if "val_kl" in val else None})
+    for label, seeds in runs.items():
+        val = _val_curve(seeds[0])
+        row = {"run": label, "tokens": int(val["tokens"].iloc[-1]), "val_loss_initial": val["val_loss"].iloc[0],
+               "val_loss_final": val["val_loss"].iloc[-1],
+               "val_kl_final": val["val_kl"].iloc[-1] if "val_kl" in val else None}
+        if len(seeds) > 1:
+            finals = pd.Series(_finals(held_out, seeds))
+            row |= {"seeds": len(seeds), "final_mean": finals.mean(), "final_sd": finals.std()}
+        rows.append(row)
     return pd.DataFrame(rows).set_index("run")
 
 
-def _plot(runs: dict[str, Path], out: Path, title: str) -> None:
-    plot_curves([folder / "metrics.jsonl" for folder in runs.values()], list(runs), out, metric="val_loss",
-                title=title)
+def _plot(runs: dict[str, list[Path]], out: Path, title: str) -> None:
+    """The first seed's curve of each arm (the others' final losses are in the table)."""
+    plot_curves([seeds[0] / "metrics.jsonl" for seeds in runs.values()], list(runs), out, metric="val_loss",
+                title=title + (" (first seed)" if any(len(seeds) > 1 for seeds in runs.values()) else ""))
 
 
 class HeldOutLosses:
@@ -128,94 +160,124 @@ class HeldOutLosses:
         return diff.mean().item(), (diff.std() / len(diff) ** 0.5).item()
 
 
-def _lower_loss(held_out: HeldOutLosses | None, better: Path, worse: Path, fallback: bool) -> tuple[str, bool | None]:
-    """The paired advantage in words and its verdict; without held-out data, the point comparison `fallback`."""
+def _lower_loss(held_out: HeldOutLosses | None, better: list[Path], worse: list[Path]) -> tuple[str, bool | None]:
+    """Whether `better` ends with the lower LM loss, seed by seed (the i-th folders of both trained under the same
+    seed, so on the same data order), in words and as a verdict that holds only when every seed agrees. With
+    held-out blocks, each seed is a paired comparison over the blocks with its standard error; without, the
+    logged final validation losses are compared as they are."""
     if held_out is None:
-        return "", fallback
-    delta, stderr = held_out.advantage(better, worse)
-    return f"; paired over {len(held_out.losses(better))} blocks: {delta:+.4f} ± {stderr:.4f}", _significance(delta, stderr)
+        per_seed = [(_final_loss(w) - _final_loss(b), None) for b, w in zip(better, worse, strict=True)]
+        outcomes = {delta > 0 for delta, _ in per_seed}
+    else:
+        per_seed = [held_out.advantage(b, w) for b, w in zip(better, worse, strict=True)]
+        outcomes = {_significance(delta, stderr) for delta, stderr in per_seed}
+    words = [f"{delta:+.4f}" + ("" if stderr is None else f" ± {stderr:.4f}") for delta, stderr in per_seed]
+    where = f"paired over {len(held_out.losses(better[0]))} blocks" if held_out else "final validation losses"
+    if len(per_seed) == 1:
+        text = f"; {where}: {words[0]}" if held_out else ""
+    else:
+        deltas = pd.Series([delta for delta, _ in per_seed])
+        text = (f"; {where}, seed by seed: {', '.join(words)} (over {len(deltas)} seeds: mean {deltas.mean():+.4f}, "
+                f"sd {deltas.std():.4f})")
+    return text, outcomes.pop() if len(outcomes) == 1 else None
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def teacher_correction(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
                        ) -> list[Verdict]:
-    runs = {"pruned + distilled from the corrected teacher": folders["distill"],
-            "pruned + distilled from the original teacher": folders["distill-original"],
-            "original pruned, teacher corrected in parallel": folders["distill-parallel"]}
-    table = _curve_table(runs)
+    runs = {"pruned + distilled from the corrected teacher": _seeds(folders, "distill"),
+            "pruned + distilled from the original teacher": _seeds(folders, "distill-original"),
+            "original pruned, teacher corrected in parallel": _seeds(folders, "distill-parallel")}
+    table = _curve_table(runs, held_out)
     correction = _val_curve(folders["correct"])
     table.loc["teacher: before correction", "val_loss_final"] = correction["val_loss"].iloc[0]
     table.loc["teacher: after correction", "val_loss_final"] = correction["val_loss"].iloc[-1]
     table.to_csv(out / "teacher-correction.csv", float_format="%.4f")
     _plot(runs, out / "teacher-correction.png", "Teacher correction (Figures 4 and 5)")
-    corrected, original, parallel = table["val_loss_final"].iloc[:3]
+    corrected, original, parallel = (_mean(_finals(held_out, seeds)) for seeds in runs.values())
     gap = original - corrected
-    fig4, fig4_held = _lower_loss(held_out, folders["distill"], folders["distill-original"], corrected < original)
-    fig5, fig5_held = _lower_loss(held_out, folders["distill-parallel"], folders["distill-original"],
-                                  parallel < original)
+    fig4, fig4_held = _lower_loss(held_out, *list(runs.values())[:2])
+    fig5, fig5_held = _lower_loss(held_out, runs["original pruned, teacher corrected in parallel"],
+                                  runs["pruned + distilled from the original teacher"])
+    seeds = len(runs["pruned + distilled from the corrected teacher"])
     return [
         Verdict("Figure 4", "distilling from the corrected teacher beats distilling from the original one",
-                f"the student's final LM validation loss is lower with the corrected teacher{SIGNIFICANT}",
-                f"{corrected:.4f} (corrected) vs {original:.4f} (original){fig4}", fig4_held),
+                f"the student's final LM loss is lower with the corrected teacher{SIGNIFICANT}",
+                f"{corrected:.4f} (corrected) vs {original:.4f} (original){fig4}", fig4_held, seeds=seeds),
         Verdict("Figure 5", "teacher correction can run in parallel with distillation and recover the accuracy",
                 f"correcting in parallel beats the uncorrected teacher{SIGNIFICANT}, and closes at least half of "
                 "Figure 4's gap (original - corrected)",
                 f"{parallel:.4f} (parallel) vs {original:.4f} (original), {corrected:.4f} (corrected first){fig5}",
-                None if fig5_held is None else bool(fig5_held and gap > 0 and original - parallel >= gap / 2)),
+                None if fig5_held is None else bool(fig5_held and gap > 0 and original - parallel >= gap / 2),
+                seeds=seeds),
     ]
+
+
+def _starts_lower(better: list[Path], worse: list[Path]) -> bool:
+    """Whether `better`'s first validation loss is below `worse`'s under every seed."""
+    return all(_val_curve(b)["val_loss"].iloc[0] < _val_curve(w)["val_loss"].iloc[0] for b, w in zip(better, worse))
 
 
 def pruning_and_distillation(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
                              ) -> list[Verdict]:
-    runs = {"random init + KD": folders["distill-random-init"],
-            "random pruning + KD": folders["distill-random-pruning"],
-            "pruning + LM loss": folders["train-lm-loss"], "pruning + KD (ours)": folders["distill"]}
-    table = _curve_table(runs)
+    ours = "pruning + KD (ours)"
+    runs = {"random init + KD": _seeds(folders, "distill-random-init"),
+            "random pruning + KD": _seeds(folders, "distill-random-pruning"),
+            "pruning + LM loss": _seeds(folders, "train-lm-loss"), ours: _seeds(folders, "distill")}
+    table = _curve_table(runs, held_out)
     table.to_csv(out / "pruning-and-distillation.csv", float_format="%.4f")
     _plot(runs, out / "pruning-and-distillation.png", "Pruning and distillation vs baselines (Figure 6)")
-    final, initial = table["val_loss_final"], table["val_loss_initial"]
-    ours = "pruning + KD (ours)"
+    final = {label: _mean(_finals(held_out, seeds)) for label, seeds in runs.items()}
+    initial = table["val_loss_initial"]
     teacher = _val_curve(folders["correct"])["val_loss"].iloc[-1]
-    init, init_held = _lower_loss(held_out, runs[ours], runs["random init + KD"], final[ours] < final["random init + KD"])
-    rand, rand_held = _lower_loss(held_out, runs[ours], runs["random pruning + KD"],
-                                  final[ours] < final["random pruning + KD"])
-    lm, lm_held = _lower_loss(held_out, runs[ours], runs["pruning + LM loss"], final[ours] < final["pruning + LM loss"])
+    init, init_held = _lower_loss(held_out, runs[ours], runs["random init + KD"])
+    rand, rand_held = _lower_loss(held_out, runs[ours], runs["random pruning + KD"])
+    lm, lm_held = _lower_loss(held_out, runs[ours], runs["pruning + LM loss"])
+    seeds = len(runs[ours])
     return [
         Verdict("Figure 6", "pruning gives a significantly better starting point than random initialization",
-                f"lower LM validation loss than random init + KD before training, and after it{SIGNIFICANT}",
+                f"lower LM validation loss than random init + KD before training (every seed), and after "
+                f"it{SIGNIFICANT}",
                 f"initial {initial[ours]:.4f} vs {initial['random init + KD']:.4f}, "
                 f"final {final[ours]:.4f} vs {final['random init + KD']:.4f}{init}",
-                init_held if initial[ours] < initial["random init + KD"] else False),  # a worse start fails outright
+                init_held if _starts_lower(runs[ours], runs["random init + KD"]) else False,  # a worse start fails
+                seeds=seeds),
         Verdict("Figure 6", "importance-based pruning beats pruning at random",
-                f"lower final LM validation loss than random pruning + KD{SIGNIFICANT}",
-                f"{final[ours]:.4f} vs {final['random pruning + KD']:.4f}{rand}", rand_held),
+                f"lower final LM loss than random pruning + KD (a new random ranking per seed){SIGNIFICANT}",
+                f"{final[ours]:.4f} vs {final['random pruning + KD']:.4f}{rand}", rand_held, seeds=seeds),
         Verdict("Figure 6", "distillation-based training outperforms conventional (LM loss) training",
-                f"lower final LM validation loss than pruning + LM loss at the same token budget{SIGNIFICANT}",
+                f"lower final LM loss than pruning + LM loss at the same token budget{SIGNIFICANT}",
                 f"{final[ours]:.4f} vs {final['pruning + LM loss']:.4f}{lm} (the teacher that KD imitates: "
-                f"{teacher:.4f})", lm_held),
+                f"{teacher:.4f})", lm_held, seeds=seeds),
     ]
 
 
 def pruning_one_shot(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
                      ) -> list[Verdict]:
-    """Importance against random (and weight-magnitude) ranking right after pruning, before any training: no
-    training seed in it, only the held-out blocks' noise."""
+    """Importance against random (one ranking per seed) and weight-magnitude ranking right after pruning, before
+    any training: the held-out blocks' noise, and the random draws'."""
     if held_out is None:
         return []
-    rankings = {"importance (activations)": "prune", "random": "prune-random", "weight magnitude": "prune-magnitude"}
-    rankings = {label: name for label, name in rankings.items() if name in folders}
-    losses = {label: held_out.losses(folders[name]).mean().item() for label, name in rankings.items()}
-    pd.DataFrame({"ranking": list(losses), "held_out_loss": list(losses.values())}).to_csv(
+    rankings = {"importance (activations)": ["prune"], "random": _seeds(folders, "prune-random"),
+                "weight magnitude": ["prune-magnitude"] if "prune-magnitude" in folders else []}
+    rankings = {label: [folders[n] if isinstance(n, str) else n for n in names]
+                for label, names in rankings.items() if names}
+    losses = {label: _mean(_finals(held_out, seeds)) for label, seeds in rankings.items()}
+    pd.DataFrame({"ranking": list(losses), "held_out_loss": list(losses.values()),
+                  "draws": [len(seeds) for seeds in rankings.values()]}).to_csv(
         out / "pruning-one-shot.csv", index=False, float_format="%.4f")
-    ours = losses["importance (activations)"]
+    ours = rankings["importance (activations)"][0]
     verdicts = []
     for label in [label for label in rankings if label != "importance (activations)"]:
-        delta, stderr = held_out.advantage(folders["prune"], folders[rankings[label]])
+        text, held = _lower_loss(held_out, [ours] * len(rankings[label]), rankings[label])
         verdicts.append(Verdict(
             "Figure 6", f"importance-based pruning beats pruning by {label} ranking (here before any distillation)",
             f"the width-pruned student's held-out LM loss right after pruning is lower with the importance ranking "
-            f"than with the {label} one{SIGNIFICANT}",
-            f"{ours:.4f} vs {losses[label]:.4f}; paired over {len(held_out.losses(folders['prune']))} blocks: "
-            f"{delta:+.4f} ± {stderr:.4f}", _significance(delta, stderr)))
+            f"than with the {label} one{SIGNIFICANT}" + (" (for each random ranking)" if label == "random" else ""),
+            f"{losses['importance (activations)']:.4f} vs {losses[label]:.4f}{text}", held))
     return verdicts
 
 
@@ -226,22 +288,26 @@ def _params(folder: Path) -> int:
 def width_vs_depth(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
                    ) -> list[Verdict]:
     params = {"width": _params(folders["prune"]), "depth": _params(folders["prune-depth"])}
-    runs = {f"width-pruned ({params['width'] / 1e6:.2f}M params)": folders["distill"],
-            f"depth-pruned ({params['depth'] / 1e6:.2f}M params)": folders["distill-depth"]}
-    table = _curve_table(runs)
+    runs = {f"width-pruned ({params['width'] / 1e6:.2f}M params)": _seeds(folders, "distill"),
+            f"depth-pruned ({params['depth'] / 1e6:.2f}M params)": _seeds(folders, "distill-depth")}
+    table = _curve_table(runs, held_out)
     table["params"] = list(params.values())
     table.to_csv(out / "width-vs-depth.csv", float_format="%.4f")
     _plot(runs, out / "width-vs-depth.png", "Width vs depth pruning at the same size (Figure 7)")
-    width, depth = (_val_curve(f)["val_loss"].to_numpy() for f in runs.values())
-    everywhere = bool(len(width) == len(depth) and (width < depth).all())
-    final, final_held = _lower_loss(held_out, folders["distill"], folders["distill-depth"], everywhere)
+    width_runs, depth_runs = runs.values()
+    curves = [(_val_curve(w)["val_loss"].to_numpy(), _val_curve(d)["val_loss"].to_numpy())
+              for w, d in zip(width_runs, depth_runs)]
+    everywhere = all(len(w) == len(d) and (w < d).all() for w, d in curves)
+    final, final_held = _lower_loss(held_out, width_runs, depth_runs)
+    width, depth = curves[0]
     return [Verdict("Figure 7", "width pruning starts from a lower loss and consistently outperforms depth pruning "
                                 "at the same parameter count",
-                    f"the width-pruned student's LM validation loss is lower at every validation point, and at the "
-                    f"end{SIGNIFICANT}",
-                    f"initial {width[0]:.4f} vs {depth[0]:.4f}, final {width[-1]:.4f} vs {depth[-1]:.4f}{final} "
+                    f"the width-pruned student's LM validation loss is lower at every validation point (every "
+                    f"seed), and at the end{SIGNIFICANT}",
+                    f"initial {width[0]:.4f} vs {depth[0]:.4f}, final {_mean(_finals(held_out, width_runs)):.4f} vs "
+                    f"{_mean(_finals(held_out, depth_runs)):.4f}{final} "
                     f"({params['width'] / 1e6:.2f}M vs {params['depth'] / 1e6:.2f}M params)",
-                    final_held if everywhere else False)]
+                    final_held if everywhere else False, seeds=len(width_runs))]
 
 
 def depth_sensitivity(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
@@ -343,8 +409,8 @@ def evals(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = 
                         f"width above depth on {IN_DOMAIN_TASK} by more than two standard errors of the paired "
                         "per-item difference (the suite's other tasks are at chance at this scale)",
                         f"{100 * width.candidate:.1f} vs {100 * width.baseline:.1f} ({100 * width.delta:+.1f} "
-                        f"± {100 * width.stderr:.1f} points over {width.paired} items)",
-                        _significance(width.delta, width.stderr))]
+                        f"± {100 * width.stderr:.1f} points over {width.paired} items; the first seed's students)",
+                        _significance(width.delta, width.stderr), seeds=1)]
     if (folders["eval"] / "width-fp8").is_dir():
         gates = {s: _paired(folders, s, f"{s}-fp8", max_drop=0.02) for s in ("width", "depth")}
         verdicts.append(Verdict(
@@ -402,6 +468,7 @@ def write_findings(folders: dict[str, Path], out: str | Path, recipe, held_out: 
         verdicts = [v for _, section, _ in sections for v in section]
         pd.DataFrame([asdict(v) for v in verdicts]).to_csv(tmp / "findings.csv", index=False)
         record = write_record(tmp, "findings", seed=recipe.distill.get("seed", 0), recipe=recipe.name,
+                              seeds=recipe.findings.get("seeds", 1),
                               distill=recipe.distill, verdicts=[asdict(v) for v in verdicts])
         (tmp / "findings.md").write_text(_markdown(recipe, sections, verdicts, record["provenance"], tmp, folders))
     log.info("findings: %s -> %s", _tally(verdicts), out / "findings.md")
@@ -415,10 +482,16 @@ def _markdown(recipe, sections, verdicts: list[Verdict], provenance: dict, folde
                                "held": v.outcome} for v in items])
         return frame.to_markdown(index=False)
 
-    steps = recipe.distill.get("steps")
+    steps, seeds = recipe.distill.get("steps"), recipe.findings.get("seeds", 1)
     lines = [f"# The paper's findings at the scale of `{recipe.name}`", "",
-             f"Regenerated by `minitron run` on this recipe: {_tally(verdicts)}. Every distillation run trains for the same budget ({steps} steps of "
-             f"{recipe.distill.get('global_batch')} x {recipe.distill.get('seq_len')} tokens). Measured on "
+             f"Regenerated by `minitron run` on this recipe: {_tally(verdicts)}. Every distillation run trains for "
+             f"the same budget ({steps} steps of {recipe.distill.get('global_batch')} x "
+             f"{recipe.distill.get('seq_len')} tokens), "
+             + (f"under {seeds} seeds (data order, initialization, random ranking), and a verdict that compares "
+                "trained students holds only if it holds under each. " if seeds > 1 else
+                "under one seed: a verdict that compares trained students says so, since the seed-to-seed noise "
+                "is not measured. ")
+             + "Measured on "
              f"{_machine(provenance['hardware'])}, git "
              f"{(provenance.get('git_sha') or 'unknown')[:10]}; numbers on a model this small say nothing about "
              "real ones, only whether the recipe's effects show at all." + _scale_note(folders, recipe), "",
@@ -475,8 +548,12 @@ def _scale_note(folders: dict[str, Path], recipe) -> str:
 
 
 def _tally(verdicts: list[Verdict]) -> str:
-    tested = [v for v in verdicts if v.testable]
+    tested = [v for v in verdicts if v.testable and not v.one_seed]
     counts = [sum(v.held is outcome for v in tested) for outcome in (True, False, None)]
-    untested = len(verdicts) - len(tested)
+    one_seed = [v for v in verdicts if v.one_seed]
+    untested = sum(not v.testable for v in verdicts)
     return (f"of the paper's {len(verdicts)} claims, {counts[0]} held, {counts[1]} did not hold and {counts[2]} "
-            "were inconclusive at this scale" + (f"; {untested} could not be tested here" if untested else ""))
+            "were inconclusive at this scale"
+            + (f"; {len(one_seed)} rest on one training seed ({sum(v.held for v in one_seed)} held there, "
+               f"{sum(not v.held for v in one_seed)} did not: seed noise not measured)" if one_seed else "")
+            + (f"; {untested} could not be tested here" if untested else ""))

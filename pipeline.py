@@ -136,14 +136,15 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
     p = recipe.prune
     calib = {k: recipe.importance[k] for k in ("num_samples", "seq_len", "batch_size") if k in recipe.importance}
 
-    def width_prune(name: str, folder: str, source: Path, needs: tuple[str, ...], ranking: str = "activation"
-                    ) -> Stage:
+    def width_prune(name: str, folder: str, source: Path, needs: tuple[str, ...], ranking: str = "activation",
+                    seed: int = 0) -> Stage:
         out = root / folder
-        return Stage(name, out, {**p.target(), **calib, "ranking": ranking, "precision": precision},
+        return Stage(name, out, {**p.target(), **calib, "ranking": ranking, "precision": precision,
+                                 **({"seed": seed} if seed else {})},
                      lambda resume, overwrite: compress_cli.prune_width(
                          model=str(source), out=out, calib=data, hidden_size=p.hidden_size,
                          ffn_hidden_size=p.ffn_hidden_size, num_heads=p.num_heads, num_kv_heads=p.num_kv_heads,
-                         ranking=ranking, overwrite=True, device=device, precision=precision, **calib),
+                         ranking=ranking, overwrite=True, device=device, precision=precision, seed=seed, **calib),
                      f"width pruning by {ranking} ranking, {_param_change(recipe, p)}", needs=needs)
 
     def depth_prune(name: str, folder: str, num_layers: int) -> Stage:
@@ -171,7 +172,8 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
                      lambda resume, overwrite: fit(str(student), data, out, cfg, teacher_dir=str(source),
                                                    resume=resume, overwrite=overwrite, random_init=random_init,
                                                    device=device),
-                     f"{describe or 'distillation'}, {cfg.steps} steps", True, needs)
+                     f"{describe or 'distillation'}, {cfg.steps} steps"
+                     + (f", seed {cfg.seed}" if "seed" in changes else ""), True, needs)
 
     if p.method == "width":
         stages.append(width_prune("prune", "pruned", teacher, teacher_needs))
@@ -189,9 +191,30 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
         students["depth"] = root / "distilled-depth"
 
     findings = recipe.findings
-    if findings:  # seconds each, and they tell importance from its baselines before any training
-        stages += [width_prune("prune-random", "pruned-random", teacher, teacher_needs, ranking="random"),
-                   width_prune("prune-magnitude", "pruned-magnitude", teacher, teacher_needs, ranking="magnitude")]
+    # every student a verdict compares trains once per seed, and random pruning draws once per seed; the first
+    # seed's stages are the recipe's own (`distill`, ...), the others add `-seed<N>` to name and folder
+    first_seed = distill_cfg.seed
+    seeds = range(first_seed, first_seed + int(findings.get("seeds", 1))) if findings else ()
+
+    def seeded(name: str, seed: int) -> str:
+        return name if seed == first_seed else f"{name}-seed{seed}"
+
+    def at(seed: int) -> dict:
+        """The TrainConfig change of a run under `seed`: none for the recipe's own seed."""
+        return {} if seed == first_seed else {"seed": seed}
+
+    for seed in seeds[1:]:
+        stages += [
+            distill(seeded("distill", seed), seeded("distilled", seed), root / "pruned",
+                    ("prune",) + teacher_needs, describe="the width-pruned student", **at(seed)),
+            distill(seeded("distill-depth", seed), seeded("distilled-depth", seed), root / "pruned-depth",
+                    ("prune-depth",) + teacher_needs, describe="the depth-pruned student", **at(seed)),
+        ]
+    for seed in seeds:  # seconds each, and they tell importance from its baselines before any training
+        stages.append(width_prune(seeded("prune-random", seed), seeded("pruned-random", seed), teacher,
+                                  teacher_needs, ranking="random", seed=seed))
+    if findings:
+        stages.append(width_prune("prune-magnitude", "pruned-magnitude", teacher, teacher_needs, ranking="magnitude"))
     if findings and findings.get("baselines", True):
         if not recipe.correct:
             raise ValueError(f"{recipe_path}: the findings' baselines include distilling from the uncorrected "
@@ -199,20 +222,25 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
         pruned = root / "pruned"
         needs = ("prune",) + teacher_needs
         original_needs = ("prune-original",) + teacher_stage
-        stages += [
-            width_prune("prune-original", "pruned-from-original", original, teacher_stage),
-            distill("distill-original", "distilled-from-original", root / "pruned-from-original", original_needs,
-                    source=original, describe="Figure 4: distillation from the uncorrected teacher"),
-            distill("distill-parallel", "distilled-parallel-correction", root / "pruned-from-original",
-                    original_needs, source=original, describe="Figure 5: the teacher corrected while it teaches",
-                    correct_teacher=True, teacher_lr=correct_cfg.lr, teacher_warmup=correct_cfg.warmup),
-            distill("distill-random-init", "distilled-random-init", pruned, needs,
-                    describe="Figure 6: random init + KD", random_init=True),
-            distill("distill-random-pruning", "distilled-random-pruning", root / "pruned-random",
-                    ("prune-random",) + teacher_needs, describe="Figure 6: random pruning + KD"),
-            distill("train-lm-loss", "trained-lm-loss", pruned, needs, describe="Figure 6: pruning + LM loss",
-                    kd=False),
-        ]
+        stages.append(width_prune("prune-original", "pruned-from-original", original, teacher_stage))
+        for seed in seeds:
+            random_pruned = seeded("prune-random", seed)
+            stages += [
+                distill(seeded("distill-original", seed), seeded("distilled-from-original", seed),
+                        root / "pruned-from-original", original_needs, source=original,
+                        describe="Figure 4: distillation from the uncorrected teacher", **at(seed)),
+                distill(seeded("distill-parallel", seed), seeded("distilled-parallel-correction", seed),
+                        root / "pruned-from-original", original_needs, source=original,
+                        describe="Figure 5: the teacher corrected while it teaches", **at(seed),
+                        correct_teacher=True, teacher_lr=correct_cfg.lr, teacher_warmup=correct_cfg.warmup),
+                distill(seeded("distill-random-init", seed), seeded("distilled-random-init", seed), pruned, needs,
+                        describe="Figure 6: random init + KD", random_init=True, **at(seed)),
+                distill(seeded("distill-random-pruning", seed), seeded("distilled-random-pruning", seed),
+                        root / seeded("pruned-random", seed), (random_pruned,) + teacher_needs,
+                        describe="Figure 6: random pruning + KD", **at(seed)),
+                distill(seeded("train-lm-loss", seed), seeded("trained-lm-loss", seed), pruned, needs,
+                        describe="Figure 6: pruning + LM loss", kd=False, **at(seed)),
+            ]
     student_needs = tuple(s.name for s in stages if s.name in ("distill", "distill-depth"))
 
     if recipe.quantize:

@@ -6,7 +6,8 @@ Each file's header gives the commands it stands for.
 Sections: `teacher` (model, architecture config, and for a model file inside a wheel the wheel's requirement),
 `data` (the distillation data, or `stdlib`: the standard library's text split by document), `correct` and
 `distill` (training settings: any `TrainConfig` field, plus `tokens` as the budget), `prune` (the target, and
-optionally a depth-pruned second student).
+optionally a depth-pruned second student). `extends: OTHER.yaml` (relative to the file) starts from another
+recipe and changes only what this one sets: mappings merge key by key, anything else is replaced.
 Unknown fields are errors that name the field and the ones allowed, so a typo never silently falls back
 to a default.
 """
@@ -83,8 +84,9 @@ class Recipe:
     students FP8-fake-quantized with the `quantize` settings)."""
     findings: dict = field(default_factory=dict)
     """The paper's findings at this recipe's scale (Figures 4-10, Table 1), as tables, plots and samples: `out`
-    (the folder) and `baselines` (default true: also train Figures 4-6's extra students; false reports on the
-    recipe's own students only); see findings.py."""
+    (the folder), `baselines` (default true: also train Figures 4-6's extra students; false reports on the
+    recipe's own students only) and `seeds` (default 1: how many seeds every student a verdict compares trains
+    under, and every random pruning draws; a verdict holds only when it holds in each); see findings.py."""
 
 
 def _build(cls, data, where: str):
@@ -123,11 +125,35 @@ def _training(section, where: str) -> dict:
     return {**section, **({"tokens": int(float(tokens))} if tokens is not None else {})}
 
 
+def _merge(base: dict, changes: dict) -> dict:
+    merged = dict(base)
+    for key, value in changes.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _merge(base[key], value) if both else value
+    return merged
+
+
+def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A recipe file's settings, merged over those of the recipe it `extends` (and so on up the chain)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no recipe at {path}" + (f" (extended by {chain[-1]})" if chain else ""))
+    if path.resolve() in chain:
+        raise ValueError(f"{path}: `extends` goes round in a circle: {' -> '.join(map(str, chain + (path,)))}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a recipe is a mapping of sections, got {type(data).__name__}")
+    teacher = data.get("teacher")
+    if isinstance(teacher, dict) and "config" in teacher:  # relative to the file that names it
+        data["teacher"] = {**teacher, "config": str((path.parent / teacher["config"]).resolve())}
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    return _merge(_read(path.parent / base, chain + (path.resolve(),)), data)
+
+
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no recipe at {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = _read(path)
     teacher = data.pop("teacher", None) or {}
     if "model" not in teacher or "config" not in teacher:
         raise ValueError(f"{path}: `teacher` needs `model` (folder, hub id or .gguf) and `config` (a config.json)")
@@ -150,9 +176,13 @@ def load_recipe(path: str | Path) -> Recipe:
         if not isinstance(data.get(section) or {}, dict):
             raise ValueError(f"{path}: {section} must be a mapping of settings")
     findings = data.get("findings") or {}
-    if findings and ("out" not in findings or set(findings) - {"out", "baselines"}):
-        raise ValueError(f"{path}: findings takes `out` (a folder, required) and `baselines` (true or false), got "
-                         f"{', '.join(sorted(findings)) or 'nothing'}")
+    if findings and ("out" not in findings or set(findings) - {"out", "baselines", "seeds"}):
+        raise ValueError(f"{path}: findings takes `out` (a folder, required), `baselines` (true or false) and "
+                         f"`seeds` (a count), got {', '.join(sorted(findings)) or 'nothing'}")
+    seeds = findings.get("seeds", 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ValueError(f"{path}: findings.seeds is how many seeds each compared student trains under: a whole "
+                         f"number from 1 (3 or more let a verdict see the seed-to-seed noise), not {seeds!r}")
     if findings and prune.depth_layers is None:
         raise ValueError(f"{path}: findings compare a width-pruned and a depth-pruned student: set prune.depth_layers")
     recipe = _build(Recipe, {**data, "teacher_model": teacher["model"], "teacher_wheel": teacher.get("wheel"),

@@ -107,6 +107,27 @@ def test_findings_need_a_depth_student_and_their_baselines_a_corrected_teacher(r
     recipe.write_text(yaml.safe_dump(body))
     names = [stage.name for stage in pipeline.plan(recipe)]
     assert names == ["prune", "distill", "prune-depth", "distill-depth", "prune-random", "prune-magnitude", "findings"]
+    body["findings"]["seeds"] = 0
+    recipe.write_text(yaml.safe_dump(body))
+    with pytest.raises(ValueError, match="findings.seeds is how many seeds"):
+        pipeline.plan(recipe)
+
+
+def test_each_seed_trains_every_compared_student_and_draws_its_own_random_ranking(recipe):
+    body = yaml.safe_load(recipe.read_text())
+    body["prune"]["depth_layers"] = 2
+    body["findings"] = {"out": "results/x", "seeds": 3}
+    recipe.write_text(yaml.safe_dump(body))
+    stages = {s.name: s for s in pipeline.plan(recipe)}
+    for name in ("distill", "distill-depth", "distill-original", "distill-parallel", "distill-random-init",
+                 "distill-random-pruning", "train-lm-loss", "prune-random"):
+        assert {name, f"{name}-seed1", f"{name}-seed2"} <= set(stages), name
+        assert stages[f"{name}-seed2"].settings["seed"] == 2 and "seed" not in stages[name].settings
+        assert stages[f"{name}-seed2"].out != stages[name].out
+    assert "prune-magnitude-seed1" not in stages and "prune-original-seed1" not in stages  # nothing random in them
+    assert stages["distill-random-pruning-seed1"].needs[0] == "prune-random-seed1"
+    assert set(stages["findings"].needs) >= {"distill-seed2", "train-lm-loss-seed1"}
+    assert len({s.out for s in stages.values()}) == len(stages)
 
 
 def test_the_tiny_recipe_plans_every_finding_and_each_stage_depends_only_on_its_inputs():

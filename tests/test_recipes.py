@@ -46,3 +46,21 @@ def test_recipe_errors(tmp_path, body, message):
             load_recipe(path)
     finally:
         path.unlink()
+
+
+def test_a_recipe_extends_another_changing_only_what_it_sets(tmp_path):
+    findings = load_recipe(RECIPES / "smollm2-findings.yaml")
+    default = load_recipe(RECIPES / "smollm2.yaml")
+    assert findings.findings == {"out": "results/smollm2-findings", "baselines": True, "seeds": 3}
+    assert (findings.name, findings.distill, findings.teacher_config) == (
+        default.name, default.distill, default.teacher_config)  # the same work folder, so its stages are reused
+    (tmp_path / "child.yaml").write_text(f"extends: {RECIPES / 'smollm2.yaml'}\ndistill: {{steps: 3}}\n")
+    child = load_recipe(tmp_path / "child.yaml")
+    assert child.distill == {**default.distill, "steps": 3} and child.teacher_config == default.teacher_config
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ValueError, match="goes round in a circle"):
+        load_recipe(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(FileNotFoundError, match="extended by"):
+        load_recipe(tmp_path / "c.yaml")
