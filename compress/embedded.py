@@ -33,8 +33,16 @@ def _stdlib_files() -> list[Path]:
     return sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
 
 
-def code_documents() -> list[str]:
-    return [f.read_text(errors="ignore") for f in _stdlib_files()]
+def is_held_out_module(stem: str) -> bool:
+    """About a tenth of the standard library's modules, chosen by name (stable across Python versions), are kept
+    out of the stdlib corpus: `evals/stdlib_next_line.py` builds a code-completion task from them."""
+    return zlib.crc32(stem.encode()) % 10 == 0
+
+
+def code_documents(held_out: bool | None = None) -> list[str]:
+    """The standard library's module sources: every one (None), or only the held-out ones (True) or the others."""
+    return [f.read_text(errors="ignore") for f in _stdlib_files()
+            if held_out is None or is_held_out_module(f.stem) == held_out]
 
 
 def is_held_out(topic: str) -> bool:
@@ -108,7 +116,7 @@ def write_jsonl(path: Path, docs: list) -> None:
 def write_stdlib_corpus(out: Path, overwrite: bool = False) -> dict:
     """The distillation data of a real teacher: reference-manual topics (less the held-out ones), docstrings as
     questions and answers (`docstring_conversations`, rendered by the teacher's chat template when tokenized)
-    and the modules' sources, split by document into `train.jsonl`, `validation.jsonl` (1 in 20) and
+    and the modules' sources (less the held-out ones), split by document into `train.jsonl`, `validation.jsonl` (1 in 20) and
     `calibration.jsonl` (1 in 20), so no document reaches two splits (compress/data.py reads such a folder as
     split). The split is by a hash of each document's text, stable wherever the text is the same; the text
     comes from this Python installation, so the record names its version and each file's sha256."""
@@ -118,7 +126,7 @@ def write_stdlib_corpus(out: Path, overwrite: bool = False) -> dict:
     from compress.checkpoint import output_dir, write_record
 
     splits: dict[str, list] = {"train": [], "validation": [], "calibration": []}  # texts and conversations
-    for doc in reference_topics(held_out=False) + docstring_conversations() + code_documents():
+    for doc in reference_topics(held_out=False) + docstring_conversations() + code_documents(held_out=False):
         bucket = zlib.crc32(json.dumps(doc).encode()) % 20
         splits["validation" if bucket == 0 else "calibration" if bucket == 1 else "train"].append(doc)
     with output_dir(out, overwrite=overwrite) as tmp:
@@ -153,7 +161,7 @@ def build(out: Path, vocab_size: int = 2048, steps: int = 300, seed: int = 0, pr
     from compress.checkpoint import output_dir, save_checkpoint
     from compress.train import fit
 
-    code, prose = code_documents(), prose_documents()
+    code, prose = code_documents(), prose_documents()  # every module: the tiny suite has no code task to keep clean
     with output_dir(out, overwrite=True) as tmp:
         write_jsonl(tmp / "code.jsonl", code)
         write_jsonl(tmp / "prose.jsonl", prose)

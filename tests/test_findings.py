@@ -64,7 +64,7 @@ def folders(tmp_path):
 
 def write_eval_run(folder, scores):
     """An eval run folder as `minitron eval run` writes it, with per-item samples of the in-domain task."""
-    task, metric = findings.IN_DOMAIN_TASK, "acc_norm,none"
+    task, metric = findings.IN_DOMAIN_TASKS[0], "acc_norm,none"
     (folder / "samples").mkdir(parents=True, exist_ok=True)
     (folder / "minitron.json").write_text(json.dumps({"stage": "eval", "suite": "embedded",
                                                       "suite_tasks": [{"task": task, "metric": metric}]}))
@@ -89,7 +89,7 @@ def test_every_claim_held_when_the_numbers_say_so(folders, tmp_path):
     assert ("5 held, 0 did not hold and 0 were inconclusive at this scale; 7 rest on one training seed (7 held "
             "there, 0 did not" in text) and "did not hold" not in text.split("\n", 3)[3]
     assert sum(v.outcome == "held in one seed (seed noise not measured)" for v in verdicts) == 7
-    assert (out / "width-eval-run" / "samples" / f"{findings.IN_DOMAIN_TASK}.jsonl").is_file()
+    assert (out / "width-eval-run" / "samples" / f"{findings.IN_DOMAIN_TASKS[0]}.jsonl").is_file()
     assert json.loads((out / "minitron.json").read_text())["provenance"]["git_sha"] is not None
 
 
