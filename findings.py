@@ -392,13 +392,22 @@ def _in_domain_task(folders: dict[str, Path]) -> str | None:
     return next((task for task in IN_DOMAIN_TASKS if (scored / f"{task}.jsonl").is_file()), None)
 
 
-def _paired(folders: dict[str, Path], task: str, base: str, cand: str, max_drop: float = 0.0):
+def _paired(task: str, base: Path, cand: Path, max_drop: float = 0.0):
     """The gate's paired per-document comparison of two eval runs on `task` (candidate - base)."""
     from evals.gate import compare_task, load_run
 
-    base_run, cand_run = load_run(folders["eval"] / base), load_run(folders["eval"] / cand)
+    base_run, cand_run = load_run(base), load_run(cand)
     metric = next(t["metric"] for t in base_run["record"]["suite_tasks"] if t["task"] == task)
     return compare_task(base_run, cand_run, task, metric, max_drop=max_drop, z=2.0)
+
+
+def _student_runs(folders: dict[str, Path]) -> list[tuple[Path, Path]]:
+    """(width, depth) eval runs, one pair per seed: the recipe's own students, then `eval-seeds`' (if any)."""
+    pairs = [(folders["eval"] / "width", folders["eval"] / "depth")]
+    if "eval-seeds" in folders:
+        seeds = sorted(int(run.name.rsplit("-seed", 1)[1]) for run in folders["eval-seeds"].glob("width-seed*"))
+        pairs += [(folders["eval-seeds"] / f"width-seed{s}", folders["eval-seeds"] / f"depth-seed{s}") for s in seeds]
+    return pairs
 
 
 def evals(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
@@ -411,16 +420,25 @@ def evals(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = 
     task = _in_domain_task(folders)
     if task is None:
         return []
-    width = _paired(folders, task, "depth", "width")
+    per_seed = [_paired(task, depth, width) for width, depth in _student_runs(folders)]
+    outcomes = {_significance(c.delta, c.stderr) for c in per_seed}
+    first = per_seed[0]
+    measured = f"{100 * first.candidate:.1f} vs {100 * first.baseline:.1f} "
+    if len(per_seed) == 1:
+        measured += f"({100 * first.delta:+.1f} ± {100 * first.stderr:.1f} points over {first.paired} items)"
+    else:
+        deltas = pd.Series([100 * c.delta for c in per_seed])
+        measured += (f"(first seed); paired over {first.paired} items, seed by seed: "
+                     + ", ".join(f"{100 * c.delta:+.1f} ± {100 * c.stderr:.1f}" for c in per_seed)
+                     + f" points (over {len(per_seed)} seeds: mean {deltas.mean():+.1f}, sd {deltas.std():.1f})")
     verdicts = [Verdict("Table 1", "at the same size the width-pruned student is more accurate than the "
                                    "depth-pruned one (4B-Width above 4B-Depth on 8 of 9 benchmarks)",
-                        f"width above depth on {task} by more than two standard errors of the paired "
-                        "per-item difference (the suite's other tasks are at chance at this scale)",
-                        f"{100 * width.candidate:.1f} vs {100 * width.baseline:.1f} ({100 * width.delta:+.1f} "
-                        f"± {100 * width.stderr:.1f} points over {width.paired} items; the first seed's students)",
-                        _significance(width.delta, width.stderr), seeds=1)]
+                        f"width above depth on {task} by more than two standard errors of the paired per-item "
+                        "difference, under every seed (the suite's other tasks are at chance at this scale)",
+                        measured, outcomes.pop() if len(outcomes) == 1 else None, seeds=len(per_seed))]
     if (folders["eval"] / "width-fp8").is_dir():
-        gates = {s: _paired(folders, task, s, f"{s}-fp8", max_drop=0.02) for s in ("width", "depth")}
+        gates = {s: _paired(task, folders["eval"] / s, folders["eval"] / f"{s}-fp8", max_drop=0.02)
+                 for s in ("width", "depth")}
         verdicts.append(Verdict(
             "Table 1 / Figure 10", "the students deploy in FP8 (the paper reports FP8 throughput, not its accuracy)",
             f"each FP8 (fake-quantized) student passes `minitron eval gate` against its BF16 self on "
@@ -476,11 +494,21 @@ def write_findings(folders: dict[str, Path], out: str | Path, recipe, held_out: 
         verdicts = [v for _, section, _ in sections for v in section]
         pd.DataFrame([asdict(v) for v in verdicts]).to_csv(tmp / "findings.csv", index=False)
         record = write_record(tmp, "findings", seed=recipe.distill.get("seed", 0), recipe=recipe.name,
-                              seeds=recipe.findings.get("seeds", 1),
+                              seeds=recipe.findings.get("seeds", 1), data=_data_fingerprint(folders),
                               distill=recipe.distill, verdicts=[asdict(v) for v in verdicts])
         (tmp / "findings.md").write_text(_markdown(recipe, sections, verdicts, record["provenance"], tmp, folders))
     log.info("findings: %s -> %s", _tally(verdicts), out / "findings.md")
     return verdicts
+
+
+def _data_fingerprint(folders: dict[str, Path]) -> dict | None:
+    """The data stage's record (the Python version whose standard library it holds, each split's sha256): the
+    embedded text differs between Python versions, and a rerun on another one trains on other data."""
+    record = folders["data"] / "minitron.json" if "data" in folders else None
+    if record is None or not record.is_file():
+        return None
+    data = json.loads(record.read_text())
+    return {"python": data.get("python"), "splits": {name: split["sha256"] for name, split in data["splits"].items()}}
 
 
 def _markdown(recipe, sections, verdicts: list[Verdict], provenance: dict, folder: Path,

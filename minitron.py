@@ -13,6 +13,8 @@
     minitron eval run --model DIR --suite base --out RUN; minitron eval gate BASE RUN
     minitron bench sweep --backend hf --model DIR [--model DIR2] --out OUT [--isl-osl 128/128,2048/128]
     minitron bench plot OUT --out OUT/report [--baseline LABEL]
+    minitron run RECIPE [--dry-run] [--rerun STAGES] [--verify]         # a whole recipe, resumable; --verify
+                                                                        # reruns it and checks results/
 
 Bad input exits with status 2 and one line that names the problem and the fix.
 """
@@ -33,6 +35,7 @@ from compress.train import TrainingDiverged
 from deploy import cli as deploy_cli
 from evals import scorers as _register_depth_scorers  # noqa: F401  (--metric winogrande for prune depth)
 from evals.cli import eval_app
+from verify import VerificationFailed
 
 app = typer.Typer(help="Minitron: prune and distill a model family from one Hugging Face checkpoint.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -57,12 +60,16 @@ def run_recipe(
     rerun: Optional[str] = typer.Option(
         None, "--rerun", help="Stages to run again from scratch, comma-separated (e.g. after a code change), and "
                               "every stage that reads their output."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Rerun everything from nothing under WORK_DIR/verify/ and compare the findings with "
+                                "the committed ones: exit 1 when a verdict flips or a number leaves the recipe's "
+                                "findings.tolerance."),
 ):
     """The whole recipe: each stage resumes where it stopped and is skipped when done with the same settings."""
     import pipeline
 
     pipeline.run(recipe, work_dir, dry_run=dry_run,
-                 rerun=[name.strip() for name in rerun.split(",") if name.strip()] if rerun else None)
+                 rerun=[name.strip() for name in rerun.split(",") if name.strip()] if rerun else None, verify=verify)
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
 
@@ -76,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except TrainingDiverged as err:
+    except (TrainingDiverged, VerificationFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except typer.Exit as done:

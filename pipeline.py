@@ -69,8 +69,10 @@ def _mark(stage: Stage, complete: bool) -> None:
                                           "settings": stage.settings, "complete": complete}, default=str))
 
 
-def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[Stage]:
-    """The recipe's stages in order, with their folders, settings, dependencies and fingerprints."""
+def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_out: Path | None = None
+         ) -> list[Stage]:
+    """The recipe's stages in order, with their folders, settings, dependencies and fingerprints; the findings go
+    to `findings_out` instead of the recipe's folder when given."""
     from compress import cli as compress_cli
     from compress.gguf import convert as convert_gguf
     from compress.gguf import is_gguf
@@ -279,11 +281,20 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None) -> list[St
                             f"eval suite {e['suite']}: {', '.join(evaluated)}"
                             + (f", FP8 {', '.join(fp8_of)}" if fp8_of else "") + "; the table",
                             needs=tuple(dict.fromkeys(teacher_stage + teacher_needs + student_needs))))
+        if len(seeds) > 1 and p.depth_layers:  # Table 1's width-vs-depth verdict over seeds, not one draw
+            retrained = {f"{label}-seed{seed}": root / seeded(folder, seed) for seed in seeds[1:]
+                         for label, folder in (("width", "distilled"), ("depth", "distilled-depth"))}
+            stages.append(Stage("eval-seeds", root / "evals-seeds", e,
+                                lambda resume, overwrite: _evals(retrained, [], data, root / "evals-seeds", e, {},
+                                                                 device),
+                                f"eval suite {e['suite']}: the students of seeds {', '.join(map(str, seeds[1:]))}",
+                                needs=tuple(seeded(name, seed) for seed in seeds[1:]
+                                            for name in ("distill", "distill-depth"))))
 
     if findings:
         import findings as report
 
-        out = Path(findings["out"])
+        out = findings_out or Path(findings["out"])
         folders = {s.name: s.out for s in stages}
         held_out = report.HeldOutLosses(data, distill_cfg.seq_len, distill_cfg.seed, distill_cfg.micro_batch,
                                         distill_cfg.eval_batches, device, distill_cfg.precision)
@@ -405,10 +416,12 @@ def resolve_device(device: str) -> str:
 
 
 def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bool = False,
-        rerun: list[str] | None = None) -> list[tuple[str, str]]:
+        rerun: list[str] | None = None, verify: bool = False) -> list[tuple[str, str]]:
     """Run (or, with dry_run, only show) every stage; returns (stage, what happened) pairs. Stages named in
     `rerun` start over, and so does every stage that reads their output: fingerprints cover settings, not code or
-    data, so this is how a code change reaches the results.
+    data, so this is how a code change reaches the results. With `verify`, the whole recipe runs from nothing
+    under `<work_dir>/verify/` (the recipe's work_dir by default), its findings are compared with the committed
+    ones, and VerificationFailed is raised when a verdict or a headline number changed (verify.py).
 
     Under torchrun (`torchrun --nproc_per_node 8 -m minitron run RECIPE`) every process plans the same stages;
     training stages run on all of them (FSDP2, data-parallel), every other stage on rank 0 while the others
@@ -419,7 +432,21 @@ def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bo
     from compress.recipe import load_recipe
     from compress.train import init_distributed
 
-    stages = plan(recipe_path, work_dir)
+    recipe = load_recipe(recipe_path)
+    scratch = None
+    if verify:
+        if not recipe.findings:
+            raise ValueError(f"--verify compares a rerun's findings with the committed ones, and {recipe_path} has "
+                             "no `findings` section")
+        if rerun:
+            raise ValueError("--verify reruns every stage from nothing: drop --rerun")
+        work_dir = Path(work_dir or recipe.work_dir) / "verify"
+        scratch = work_dir / recipe.name
+        if not dry_run:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)  # a rerun from nothing, not a resume of the last one
+    stages = plan(recipe_path, work_dir, findings_out=scratch / "findings" if scratch else None)
     states = [status(stage) for stage in stages]  # decided before any process marks a stage as started
     unknown = set(rerun or ()) - {stage.name for stage in stages}
     if unknown:
@@ -433,7 +460,7 @@ def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bo
     rank, world = 0, 1
     if not dry_run:
         # rank 0 may prune, quantize or evaluate for hours while the other processes wait at a barrier
-        rank, world, _ = init_distributed(resolve_device(load_recipe(recipe_path).device), timeout_hours=24)
+        rank, world, _ = init_distributed(resolve_device(recipe.device), timeout_hours=24)
     width = max(len(stage.name) for stage in stages)
     actions = []
     for stage, state in zip(stages, states):
@@ -453,4 +480,9 @@ def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bo
             dist.barrier()
         if rank == 0:
             _mark(stage, complete=True)
+    if scratch and not dry_run and rank == 0:
+        from verify import verify as compare_findings
+
+        compare_findings(Path(recipe.findings["out"]), scratch / "findings",
+                         recipe.findings.get("tolerance", 0.05), scratch / "verify.md")
     return actions

@@ -124,12 +124,42 @@ def provenance(seed: int | None = None) -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "hardware": {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                     "native_bf16": cpu_has_native_bf16(),
+        "libraries": _versions(LIBRARIES),
+        "hardware": {"cpu": _cpu_model(), "cpu_flags": _cpu_flags(), "cpu_count": os.cpu_count(),
+                     "torch_threads": torch.get_num_threads(), "native_bf16": cpu_has_native_bf16(),
                      "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "seed": seed,
         "command": " ".join(sys.argv),
     }
+
+
+LIBRARIES = ("numpy", "tokenizers", "safetensors", "accelerate", "lm_eval", "nvidia-modelopt", "gguf")
+"""Besides torch and transformers, the installed packages whose versions can change a number."""
+NUMERIC_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+"""The instruction sets that decide which kernels torch runs, and so the order of a float sum."""
+
+
+def _versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in NUMERIC_CPU_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
 
 
 def _cpu_model() -> str:

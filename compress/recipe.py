@@ -86,7 +86,9 @@ class Recipe:
     """The paper's findings at this recipe's scale (Figures 4-10, Table 1), as tables, plots and samples: `out`
     (the folder), `baselines` (default true: also train Figures 4-6's extra students; false reports on the
     recipe's own students only) and `seeds` (default 1: how many seeds every student a verdict compares trains
-    under, and every random pruning draws; a verdict holds only when it holds in each); see findings.py."""
+    under, and every random pruning draws; a verdict holds only when it holds in each) and `tolerance` (default
+    0.05: how far, relative, a headline number of `minitron run --verify` may move from the committed one);
+    see findings.py and verify.py."""
 
 
 def _build(cls, data, where: str):
@@ -176,9 +178,13 @@ def load_recipe(path: str | Path) -> Recipe:
         if not isinstance(data.get(section) or {}, dict):
             raise ValueError(f"{path}: {section} must be a mapping of settings")
     findings = data.get("findings") or {}
-    if findings and ("out" not in findings or set(findings) - {"out", "baselines", "seeds"}):
-        raise ValueError(f"{path}: findings takes `out` (a folder, required), `baselines` (true or false) and "
-                         f"`seeds` (a count), got {', '.join(sorted(findings)) or 'nothing'}")
+    if findings and ("out" not in findings or set(findings) - {"out", "baselines", "seeds", "tolerance"}):
+        raise ValueError(f"{path}: findings takes `out` (a folder, required), `baselines` (true or false), "
+                         f"`seeds` (a count) and `tolerance` (a fraction), got {', '.join(sorted(findings)) or 'nothing'}")
+    tolerance = findings.get("tolerance", 0.05)
+    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 <= tolerance < 1:
+        raise ValueError(f"{path}: findings.tolerance is how far (relative) a rerun's headline number may move "
+                         f"before `minitron run --verify` fails: a fraction such as 0.05, not {tolerance!r}")
     seeds = findings.get("seeds", 1)
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ValueError(f"{path}: findings.seeds is how many seeds each compared student trains under: a whole "

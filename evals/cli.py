@@ -88,12 +88,17 @@ def gate(
     candidate: Annotated[Path, typer.Argument(help="The run folder to judge.")],
     max_drop: Annotated[float, typer.Option("--max-drop", help="Largest tolerated drop (0.01 = 1 point).")] = 0.01,
     z: Annotated[float, typer.Option("--z", help="Standard errors a drop must exceed to count.")] = 2.0,
+    retrain_sd: Annotated[float, typer.Option(
+        "--retrain-sd", help="When the candidate was retrained: the metric's standard deviation over rebuilds of "
+                             "one tree (0.03 = 3 points), measured; it widens the standard error.")] = 0.0,
 ):
     """Exit 0 when no task regressed, 1 when one did, 2 on unusable input."""
     from evals.gate import gate as judge
     from evals.gate import report
 
-    verdicts = judge(baseline, candidate, max_drop=max_drop, z=z)
+    if not 0 <= retrain_sd < 1:
+        raise ValueError(f"--retrain-sd is a standard deviation of the metric (0.03 = 3 points), not {retrain_sd}")
+    verdicts = judge(baseline, candidate, max_drop=max_drop, z=z, retrain_sd=retrain_sd)
     typer.echo(report(verdicts))
     if any(v.status == "REGRESSED" for v in verdicts):
         raise typer.Exit(1)

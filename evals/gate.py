@@ -9,6 +9,12 @@ cancels. A task regressed when its drop exceeds `max_drop` and is `z` standard e
 whose prompt changed (prompt_hash differs) are drift: reported, and the task is not judged, since a changed
 prompt is a change of the test, not of the model.
 
+A candidate that was retrained (a CI job that rebuilds the model) differs from a baseline that was trained once
+by retraining noise too, which no per-document standard error sees: another seed or another machine moves a
+small model's accuracy by points. `retrain_sd` is that noise, measured as the standard deviation of the task's
+metric over rebuilds of one tree; each of the two runs carries it, so the difference's standard error becomes
+sqrt(stderr^2 + 2 retrain_sd^2).
+
 Exit status: 0 nothing regressed, 1 something regressed, 2 unusable input.
 """
 
@@ -69,7 +75,8 @@ def _per_doc(records: list[dict], metric: str, filter_name: str) -> dict[str, tu
     return out
 
 
-def compare_task(base: dict, cand: dict, task: str, metric_key: str, max_drop: float, z: float) -> TaskVerdict:
+def compare_task(base: dict, cand: dict, task: str, metric_key: str, max_drop: float, z: float,
+                 retrain_sd: float = 0.0) -> TaskVerdict:
     metric, _, filter_name = metric_key.partition(",")
     sign = 1.0 if base["results"].get("higher_is_better", {}).get(task, {}).get(metric, True) else -1.0
     b_value = base["results"]["results"][task][metric_key]
@@ -87,6 +94,7 @@ def compare_task(base: dict, cand: dict, task: str, metric_key: str, max_drop: f
         delta = sign * (c_value - b_value)
         errs = [r["results"]["results"][task].get(f"{metric}_stderr,{filter_name}") for r in (base, cand)]
         stderr = math.sqrt(sum(float(e) ** 2 for e in errs if isinstance(e, (int, float))))
+    stderr = math.sqrt(stderr ** 2 + 2 * retrain_sd ** 2)
     if drifted:
         status = "drift"
     elif delta < -max_drop and (stderr == 0 or -delta / stderr > z):
@@ -98,7 +106,8 @@ def compare_task(base: dict, cand: dict, task: str, metric_key: str, max_drop: f
     return TaskVerdict(task, metric_key, b_value, c_value, delta, stderr, len(common), drifted, status)
 
 
-def gate(baseline: str | Path, candidate: str | Path, max_drop: float = 0.01, z: float = 2.0) -> list[TaskVerdict]:
+def gate(baseline: str | Path, candidate: str | Path, max_drop: float = 0.01, z: float = 2.0,
+         retrain_sd: float = 0.0) -> list[TaskVerdict]:
     base, cand = load_run(baseline), load_run(candidate)
     if base["record"]["suite"] != cand["record"]["suite"]:
         raise GateInputError(f"the runs are of different suites ({base['record']['suite']!r} vs "
@@ -108,7 +117,7 @@ def gate(baseline: str | Path, candidate: str | Path, max_drop: float = 0.01, z:
         task, metric = entry["task"], entry["metric"]
         if task not in cand["results"]["results"]:
             raise GateInputError(f"the candidate run has no result for {task}")
-        verdicts.append(compare_task(base, cand, task, metric, max_drop, z))
+        verdicts.append(compare_task(base, cand, task, metric, max_drop, z, retrain_sd))
     return verdicts
 
 

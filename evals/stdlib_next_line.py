@@ -19,7 +19,7 @@ import random
 from pathlib import Path
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "stdlib_next_line" / "validation.jsonl"
-CONTEXT_LINES = 8
+CONTEXT_LINES = 6
 MIN_CHARS, MAX_CHARS = 24, 90
 """A statement short enough to be one thought, long enough that its choices differ in more than a name."""
 

@@ -10,7 +10,10 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install -q "${TORCH_SPEC:-torch==2.13.0}" 2> >(grep -v "is ignored: it is neither" >&2)
 fi
-if ! .venv/bin/python -c "import compress, minitron, pytest, pyarrow" 2>/dev/null || [ pyproject.toml -nt .venv/.installed ]; then
-  .venv/bin/pip install -q -e ".[test]" 2> >(grep -v "is ignored: it is neither" >&2)
+if ! .venv/bin/python -c "import compress, minitron, pytest, pyarrow" 2>/dev/null || [ pyproject.toml -nt .venv/.installed ] \
+    || [ constraints.txt -nt .venv/.installed ]; then
+  constraints=constraints.txt  # the versions results/ was measured with; MINITRON_UNPINNED=1 takes the newest
+  [ -z "${MINITRON_UNPINNED:-}" ] || constraints=/dev/null
+  .venv/bin/pip install -q -e ".[test]" -c "$constraints" 2> >(grep -v "is ignored: it is neither" >&2)
   touch .venv/.installed
 fi

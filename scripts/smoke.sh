@@ -35,5 +35,5 @@ print(f"smoke: distillation resumed: {len(steps)} train records, step 1 logged o
 PY
 minitron run "$RECIPE" 2>&1 | tee "$LOGS/third.log" | grep -E "^[a-z0-9-]+ +(run|resume|skip)" | grep -v skip \
   && { echo "smoke: a third run redid work" >&2; exit 1; }
-test -s "$WORK/findings/findings.md"
-echo "smoke: every stage ran, resumed and then skipped; findings in $WORK/findings/findings.md"
+test -s results/tiny-smoke/findings.md
+echo "smoke: every stage ran, resumed and then skipped; findings in results/tiny-smoke/findings.md"

@@ -199,5 +199,10 @@ def test_a_verdict_over_seeds_holds_only_when_every_seed_agrees(folders, tmp_pat
                     "parameter count"].outcome == "held"
     text = (tmp_path / "results" / "findings.md").read_text()
     assert "under 3 seeds" in text and "rest on one training seed (1 held there" in text  # Table 1: first seed only
+    folders["eval-seeds"] = tmp_path / "eval-seeds"  # now Table 1 over seeds too: seed 2's width student ties
+    for label, right in {"width-seed1": 70, "depth-seed1": 50, "width-seed2": 51, "depth-seed2": 50}.items():
+        write_eval_run(folders["eval-seeds"] / label, [1.0] * right + [0.0] * (100 - right))
+    (table, _) = findings.evals(folders, tmp_path / "again")
+    assert table.held is None and table.seeds == 3 and "seed by seed: +20.0 ± 4.0, +20.0 ± 4.0, +1.0 ± 1.0 points" in table.measured
     table = pd.read_csv(tmp_path / "results" / "width-vs-depth.csv").set_index("run")
     assert table["seeds"].tolist() == [3, 3] and table["final_mean"].round(4).tolist() == [5.0167, 5.2167]

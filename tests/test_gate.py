@@ -62,6 +62,21 @@ def test_pairing_is_tighter_than_aggregate_stderrs(tmp_path):
     assert verdict.stderr < 0.03 < (0.1**2 + 0.1**2) ** 0.5
 
 
+def test_retraining_noise_widens_the_standard_error(tmp_path):
+    """-5 points paired is a regression between two fixed models, but not when each run is one draw of a
+    retraining whose accuracy moves by 3 points from seed to seed; -20 points still is."""
+    base = make_run(tmp_path / "base", BASE)
+    worse = list(BASE)
+    for i in (0, 10, 20, 30, 40):
+        worse[i] = 0
+    verdict = gate(base, make_run(tmp_path / "worse", worse), retrain_sd=0.03)[0]
+    assert verdict.status == "ok" and abs(verdict.stderr - (0.0224 ** 2 + 2 * 0.03 ** 2) ** 0.5) < 0.002
+    much_worse = [0 if i % 5 == 0 else v for i, v in enumerate(BASE)]
+    assert minitron.main(["eval", "gate", str(base), str(make_run(tmp_path / "much", much_worse)),
+                          "--retrain-sd", "0.03"]) == 1
+    assert minitron.main(["eval", "gate", str(base), str(base), "--retrain-sd", "3"]) == 2
+
+
 def test_a_changed_prompt_is_drift_not_regression(tmp_path, capsys):
     base = make_run(tmp_path / "base", BASE)
     worse = [0] * 100

@@ -127,6 +127,11 @@ def test_each_seed_trains_every_compared_student_and_draws_its_own_random_rankin
     assert "prune-magnitude-seed1" not in stages and "prune-original-seed1" not in stages  # nothing random in them
     assert stages["distill-random-pruning-seed1"].needs[0] == "prune-random-seed1"
     assert set(stages["findings"].needs) >= {"distill-seed2", "train-lm-loss-seed1"}
+    body["eval"] = {"suite": "fixtures"}  # Table 1's students are evaluated under every seed too
+    recipe.write_text(yaml.safe_dump(body))
+    stages = {s.name: s for s in pipeline.plan(recipe)}
+    assert set(stages["eval-seeds"].needs) == {"distill-seed1", "distill-depth-seed1", "distill-seed2",
+                                              "distill-depth-seed2"} and "eval-seeds" in stages["findings"].needs
     assert len({s.out for s in stages.values()}) == len(stages)
 
 
