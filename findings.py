@@ -314,9 +314,10 @@ def width_vs_depth(folders: dict[str, Path], out: Path, held_out: HeldOutLosses 
 
 def depth_sensitivity(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
                       ) -> list[Verdict]:
-    scan = pd.read_csv(folders["prune-depth"] / "depth_scan.csv")
+    scanned = folders.get("scan-depth", folders["prune-depth"])  # the findings' own scan, if the recipe has one
+    scan = pd.read_csv(scanned / "depth_scan.csv")
     scan.to_csv(out / "depth-sensitivity.csv", index=False, float_format="%.4f")
-    shutil.copy(folders["prune-depth"] / "depth_scan.png", out / "depth-sensitivity.png")
+    shutil.copy(scanned / "depth_scan.png", out / "depth-sensitivity.png")
     contiguous = scan[scan.method == "contiguous"]
     singles = contiguous[contiguous.block_len == 1].set_index("start")["lm_loss"]
     first, last = singles.index.min(), singles.index.max()
@@ -358,7 +359,9 @@ def depth_sensitivity(folders: dict[str, Path], out: Path, held_out: HeldOutLoss
             f"the best contiguous block of {k} keeps a higher {metric} accuracy than the non-contiguous {k} layers, "
             "by more than two standard errors",
             f"{best[metric]:.3f} (layers {best.layers}) vs {spread[metric]:.3f} (layers {spread.layers}), "
-            f"{delta:+.3f} ± {stderr:.3f}" + (f" over {items} items" if items else ""),
+            f"{delta:+.3f} ± {stderr:.3f}" + (f" over {items} items" if items else "")
+            + (f"; LM loss would remove layers {best_by_loss.layers} ({best_by_loss[metric]:.3f})"
+               if best_by_loss.layers != best.layers else "; LM loss picks the same block"),
             _significance(delta, stderr) if items else bool(delta > 0)))
     return verdicts
 
@@ -420,7 +423,8 @@ def evals(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = 
     task = _in_domain_task(folders)
     if task is None:
         return []
-    per_seed = [_paired(task, depth, width) for width, depth in _student_runs(folders)]
+    runs = _student_runs(folders)
+    per_seed = [_paired(task, depth, width) for width, depth in runs]
     outcomes = {_significance(c.delta, c.stderr) for c in per_seed}
     first = per_seed[0]
     measured = f"{100 * first.candidate:.1f} vs {100 * first.baseline:.1f} "
@@ -431,6 +435,11 @@ def evals(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = 
         measured += (f"(first seed); paired over {first.paired} items, seed by seed: "
                      + ", ".join(f"{100 * c.delta:+.1f} ± {100 * c.stderr:.1f}" for c in per_seed)
                      + f" points (over {len(per_seed)} seeds: mean {deltas.mean():+.1f}, sd {deltas.std():.1f})")
+    if len(per_seed) > 1:  # each seed's accuracies; the width column's sd is a gate's `--retrain-sd`
+        pd.DataFrame([{"runs": f"{width.name}, {depth.name}", "width": 100 * c.candidate, "depth": 100 * c.baseline,
+                       "width - depth": 100 * c.delta, "stderr": 100 * c.stderr}
+                      for (width, depth), c in zip(runs, per_seed)]
+                     ).to_csv(out / "evals-seeds.csv", index=False, float_format="%.2f")
     verdicts = [Verdict("Table 1", "at the same size the width-pruned student is more accurate than the "
                                    "depth-pruned one (4B-Width above 4B-Depth on 8 of 9 benchmarks)",
                         f"width above depth on {task} by more than two standard errors of the paired per-item "
@@ -540,6 +549,10 @@ def _markdown(recipe, sections, verdicts: list[Verdict], provenance: dict, folde
             lines += [f"![{title}]({stem}.png)", ""]
         if stem == "evals":
             lines += [(folder / "evals.md").read_text(), ""]
+            if (folder / "evals-seeds.csv").is_file():
+                seeds = pd.read_csv(folder / "evals-seeds.csv")
+                lines += [f"Accuracy in points under every seed (width sd over seeds {seeds.width.std():.2f}):", "",
+                          seeds.to_markdown(index=False, floatfmt=".1f"), ""]
         elif stem == "deployment" and (folder / "fp8-quantize-record.json").is_file():
             lines += [_fp8_summary(json.loads((folder / "fp8-quantize-record.json").read_text())), ""]
         elif (folder / f"{stem}.csv").is_file():

@@ -149,13 +149,16 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
                          ranking=ranking, overwrite=True, device=device, precision=precision, seed=seed, **calib),
                      f"width pruning by {ranking} ranking, {_param_change(recipe, p)}", needs=needs)
 
+    def scan_settings(section: dict) -> dict:
+        """The depth scan's flags from `section` (importance, or findings.depth_scan over importance)."""
+        scan = {"metric": section.get("metric", "lm-loss"), "scan_lengths": section.get("scan_lengths"),
+                # every candidate block is scored on these blocks: the scan's cost, apart from importance's
+                "num_samples": section.get("scan_samples", calib.get("num_samples", 1024))}
+        return {**calib, **scan}
+
     def depth_prune(name: str, folder: str, num_layers: int) -> Stage:
         out = root / folder
-        scan = {"metric": recipe.importance.get("metric", "lm-loss"),
-                "scan_lengths": recipe.importance.get("scan_lengths"),
-                # every candidate block is scored on these blocks: the scan's cost, apart from importance's
-                "num_samples": recipe.importance.get("scan_samples", calib.get("num_samples", 1024))}
-        scored = {**calib, **scan}
+        scored = scan_settings(recipe.importance)
         return Stage(name, out, {"method": "depth", "num_layers": num_layers, **scored, "precision": precision},
                      lambda resume, overwrite: compress_cli.prune_depth(
                          model=str(teacher), out=out, calib=data, num_layers=num_layers, overwrite=True,
@@ -193,6 +196,13 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
         students["depth"] = root / "distilled-depth"
 
     findings = recipe.findings
+    if findings.get("depth_scan"):  # Figures 8 and 9 by more lengths and a task than the pruning's own scan
+        scanned, scored = root / "depth-scan", scan_settings({**recipe.importance, **findings["depth_scan"]})
+        stages.append(Stage("scan-depth", scanned, {**scored, "num_layers": p.depth_layers, "precision": precision},
+                            lambda resume, overwrite: compress_cli.scan_depth(
+                                model=str(teacher), out=scanned, calib=data, num_layers=p.depth_layers,
+                                overwrite=True, device=device, precision=precision, **scored),
+                            f"depth-sensitivity scan by LM loss and {scored['metric']}", needs=teacher_needs))
     # every student a verdict compares trains once per seed, and random pruning draws once per seed; the first
     # seed's stages are the recipe's own (`distill`, ...), the others add `-seed<N>` to name and folder
     first_seed = distill_cfg.seed

@@ -232,6 +232,54 @@ def prune_width(
              sum(p.numel() for p in student.parameters()) / 1e6)
 
 
+Metric = Annotated[str, typer.Option(
+    "--metric", help="What picks the block besides LM loss: lm-loss, winogrande (the paper's choice), "
+                     "fixture-winogrande, stdlib-cloze, stdlib-next-line.")]
+ScanLengths = Annotated[Optional[str], typer.Option(
+    "--scan-lengths", help="Extra block lengths to scan for the figure, e.g. 1,2,8 (by LM loss only).")]
+ScanSamples = Annotated[int, typer.Option("--num-samples", help="Validation blocks scored per candidate.")]
+
+
+def _scan(model: str, calib, num_layers: int, metric: str, scan_lengths: str | None, num_samples: int,
+          seq_len, batch_size: int, device: str, precision: str, seed: int):
+    """Load `model` and score removing each candidate block (compress.depth.scan): -> model, tokenizer, the
+    table, its scorers. LM loss scores every candidate; a downstream `metric` (tens of seconds per candidate)
+    scores only the blocks of the length being removed, as the paper's Figure 9 does."""
+    import dataclasses
+
+    from compress import depth
+    from compress.checkpoint import load_config, load_model
+    from compress.importance import estimate_importance
+    from compress.precision import autocast
+
+    config = load_config(model)
+    n = config.num_hidden_layers
+    if metric not in depth.SCORERS:
+        raise ValueError(f"--metric {metric!r} is unknown; choose from {', '.join(depth.SCORERS)}")
+    if not 0 < num_layers < n:
+        raise ValueError(f"--num-layers {num_layers} must lie in 1..{n - 1} (the model has {n} layers)")
+    k = n - num_layers
+    lengths = {k} | {int(x) for x in (scan_lengths or "").split(",") if x.strip()}
+    blocks = _calibration(calib, model, config, seq_len, num_samples, seed)
+    batches = list(blocks.batches(batch_size))
+    teacher, tokenizer = load_model(model, device=device)
+    context = {"batches": batches, "tokenizer": tokenizer, "device": device}
+    scorers = [depth.lm_loss_scorer(**context)]  # always scanned: it also ranks the non-contiguous choice
+    if metric != "lm-loss":
+        scorers.append(dataclasses.replace(depth.SCORERS[metric](**context), lengths=frozenset({k})))
+    with autocast(device, precision):
+        influence = estimate_importance(teacher, batches, total=len(batches)).layers
+        table = depth.scan(teacher, lengths, scorers, layer_influence=influence)
+    return teacher, tokenizer, table, scorers
+
+
+def _write_scan(folder: Path, table, scorers, model: str) -> None:
+    from compress import depth
+
+    table.to_csv(folder / "depth_scan.csv", index=False)
+    depth.plot_scan(table, scorers, folder / "depth_scan.png", title=f"Depth sensitivity of {model}")
+
+
 @prune_app.command("depth")
 def prune_depth(
     model: Model,
@@ -241,11 +289,9 @@ def prune_depth(
         "--num-layers", help="Layers to keep; the contiguous block to remove is chosen by the scan.")] = None,
     drop: Annotated[Optional[str], typer.Option(
         "--drop", help="Layers to remove, 0-based inclusive: 16-31, or 3,5,7. Skips the scan.")] = None,
-    metric: Annotated[str, typer.Option(
-        "--metric", help="What picks the block: lm-loss, winogrande (the paper's choice), fixture-winogrande.")] = "lm-loss",
-    scan_lengths: Annotated[Optional[str], typer.Option(
-        "--scan-lengths", help="Extra block lengths to scan for the figure, e.g. 1,2,8.")] = None,
-    num_samples: Annotated[int, typer.Option("--num-samples", help="Validation blocks scored per candidate.")] = 1024,
+    metric: Metric = "lm-loss",
+    scan_lengths: ScanLengths = None,
+    num_samples: ScanSamples = 1024,
     seq_len: SeqLen = None,
     batch_size: BatchSize = 8,
     device: Device = "cpu",
@@ -258,8 +304,6 @@ def prune_depth(
     from compress.arch import count_params
     from compress.checkpoint import check_output_dir, load_config, load_model, output_dir, save_checkpoint, write_record
     from compress.gguf import local_model
-    from compress.importance import estimate_importance
-    from compress.precision import autocast
 
     check_output_dir(out, overwrite)
     model = local_model(model)
@@ -267,40 +311,60 @@ def prune_depth(
     n = config.num_hidden_layers
     if (num_layers is None) == (drop is None):
         raise ValueError("pass exactly one of --num-layers N (scan, then drop) or --drop START-END")
-    if metric not in depth.SCORERS:
-        raise ValueError(f"--metric {metric!r} is unknown; choose from {', '.join(depth.SCORERS)}")
     table = None
     if drop is not None:
         layers = depth.parse_layers(drop, n)
         teacher, tokenizer = load_model(model, device=device)
     else:
-        if not 0 < num_layers < n:
-            raise ValueError(f"--num-layers {num_layers} must lie in 1..{n - 1} (the model has {n} layers)")
-        k = n - num_layers
-        lengths = {k} | {int(x) for x in (scan_lengths or "").split(",") if x.strip()}
-        blocks = _calibration(calib, model, config, seq_len, num_samples, seed)
-        batches = list(blocks.batches(batch_size))
-        teacher, tokenizer = load_model(model, device=device)
-        context = {"batches": batches, "tokenizer": tokenizer, "device": device}
-        scorers = [depth.lm_loss_scorer(**context)]  # always scanned: it also ranks the non-contiguous choice
-        if metric != "lm-loss":
-            scorers.append(depth.SCORERS[metric](**context))
-        scorer = scorers[-1]
-        with autocast(device, precision):
-            influence = estimate_importance(teacher, batches, total=len(batches)).layers
-            table = depth.scan(teacher, lengths, scorers, layer_influence=influence)
-        layers = depth.best_block(table, k, scorer)
-        log.info("best %s when removing layers %d-%d", scorer.name, layers[0], layers[-1])
+        teacher, tokenizer, table, scorers = _scan(model, calib, num_layers, metric, scan_lengths, num_samples,
+                                                   seq_len, batch_size, device, precision, seed)
+        layers = depth.best_block(table, n - num_layers, scorers[-1])
+        log.info("best %s when removing layers %d-%d", scorers[-1].name, layers[0], layers[-1])
     source_params = count_params(config)
     student = depth.drop_layers(teacher, layers)
     with output_dir(out, overwrite) as tmp:
         save_checkpoint(student, tokenizer, tmp)
         if table is not None:
-            table.to_csv(tmp / "depth_scan.csv", index=False)
-            depth.plot_scan(table, scorers, tmp / "depth_scan.png", title=f"Depth sensitivity of {model}")
+            _write_scan(tmp, table, scorers, model)
         write_record(tmp, "prune-depth", seed=seed, source=str(model), calib=calib, dropped_layers=layers,
                      metric=metric, params={"source": source_params, "target": count_params(student.config)})
     log.info("dropped layers %s: %d -> %d layers, written to %s", depth.layer_label(layers), n, n - len(layers), out)
+
+
+@prune_app.command("scan")
+def scan_depth(
+    model: Model,
+    out: Out,
+    calib: Calib = None,
+    num_layers: Annotated[int, typer.Option(
+        "--num-layers", help="Layers a depth-pruned student would keep: sets the block length that --metric "
+                             "scores.")] = ...,
+    metric: Metric = "lm-loss",
+    scan_lengths: ScanLengths = None,
+    num_samples: ScanSamples = 1024,
+    seq_len: SeqLen = None,
+    batch_size: BatchSize = 8,
+    device: Device = "cpu",
+    precision: Precision = "auto",
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+):
+    """The depth-sensitivity scan alone (the paper's Figures 8 and 9): depth_scan.csv and .png, nothing pruned.
+
+        minitron prune scan --model work/smollm2/corrected --calib stdlib --out work/smollm2/depth-scan \
+            --num-layers 15 --scan-lengths 1,2 --metric stdlib-next-line --num-samples 4 --seq-len 256
+    """
+    from compress.checkpoint import check_output_dir, output_dir, write_record
+    from compress.gguf import local_model
+
+    check_output_dir(out, overwrite)
+    model = local_model(model)
+    _, _, table, scorers = _scan(model, calib, num_layers, metric, scan_lengths, num_samples, seq_len, batch_size,
+                                 device, precision, seed)
+    with output_dir(out, overwrite) as tmp:
+        _write_scan(tmp, table, scorers, model)
+        write_record(tmp, "scan-depth", seed=seed, source=str(model), calib=calib, metric=metric)
+    log.info("depth scan of %d candidates -> %s", len(table), out)
 
 
 # ----------------------------------------------------------------------------------------------------------

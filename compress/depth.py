@@ -32,6 +32,9 @@ class Scorer:
     name: str
     fn: Callable[[torch.nn.Module], float]
     higher_is_better: bool
+    lengths: frozenset[int] | None = None
+    """The removal lengths it scores (None: every candidate of the scan). A downstream task costs tens of seconds
+    per candidate, so it scores only the blocks of the length being removed, as the paper's Figure 9 does."""
 
 
 def parse_layers(spec: str, num_layers: int) -> list[int]:
@@ -147,7 +150,7 @@ def scan(model, block_lengths: Iterable[int], scorers: list[Scorer], layer_influ
 
     def evaluate(method, k, layers):
         with layers_removed(model, layers):
-            scores = {s.name: s.fn(model) for s in scorers}
+            scores = {s.name: s.fn(model) for s in scorers if s.lengths is None or k in s.lengths}
         rows.append({"method": method, "block_len": k, "start": layers[0], "end": layers[-1],
                      "layers": layer_label(layers), **scores})
 
@@ -184,14 +187,13 @@ def plot_scan(table: pd.DataFrame, scorers: list[Scorer], path, title: str = "")
 
     fig, axes = plt.subplots(1, len(scorers), figsize=(6 * len(scorers), 4), squeeze=False)
     styles = {"single-layer-rank": "--", "block-influence": ":"}
+    colors = {k: f"C{i}" for i, k in enumerate(sorted(table.block_len.unique()))}  # one per length, every axis
     for ax, scorer in zip(axes[0], scorers):
-        contiguous = table[table.method == "contiguous"]
-        colors = {}
-        for k, rows in contiguous.groupby("block_len"):
-            (line,) = ax.plot(rows.end + 1, rows[scorer.name], marker="o", ms=3, label=f"remove {k} contiguous")
-            colors[k] = line.get_color()
-        for (method, k), rows in table[table.method != "contiguous"].groupby(["method", "block_len"]):
-            ax.axhline(rows[scorer.name].iloc[0], ls=styles[method], color=colors.get(k, "gray"), alpha=0.8,
+        scored = table.dropna(subset=[scorer.name])  # a downstream task scores only some lengths
+        for k, rows in scored[scored.method == "contiguous"].groupby("block_len"):
+            ax.plot(rows.end + 1, rows[scorer.name], marker="o", ms=3, color=colors[k], label=f"remove {k} contiguous")
+        for (method, k), rows in scored[scored.method != "contiguous"].groupby(["method", "block_len"]):
+            ax.axhline(rows[scorer.name].iloc[0], ls=styles[method], color=colors[k], alpha=0.8,
                        label=f"remove {k} by {method} ({rows.layers.iloc[0]})")
         ax.set_xlabel("layer no. (last layer of the removed block, 1-based)")
         ax.set_ylabel(scorer.name)

@@ -87,8 +87,10 @@ class Recipe:
     (the folder), `baselines` (default true: also train Figures 4-6's extra students; false reports on the
     recipe's own students only) and `seeds` (default 1: how many seeds every student a verdict compares trains
     under, and every random pruning draws; a verdict holds only when it holds in each) and `tolerance` (default
-    0.05: how far, relative, a headline number of `minitron run --verify` may move from the committed one);
-    see findings.py and verify.py."""
+    0.05: how far, relative, a headline number of `minitron run --verify` may move from the committed one) and
+    `depth_scan` (Figures 8 and 9 from a scan of their own, apart from the one that picks the depth student:
+    `metric`, a downstream task scored on blocks of the pruned length, `scan_lengths` and `scan_samples`, which
+    default to the `importance` section's); see findings.py and verify.py."""
 
 
 def _build(cls, data, where: str):
@@ -178,9 +180,14 @@ def load_recipe(path: str | Path) -> Recipe:
         if not isinstance(data.get(section) or {}, dict):
             raise ValueError(f"{path}: {section} must be a mapping of settings")
     findings = data.get("findings") or {}
-    if findings and ("out" not in findings or set(findings) - {"out", "baselines", "seeds", "tolerance"}):
+    if findings and ("out" not in findings or set(findings) - {"out", "baselines", "seeds", "tolerance", "depth_scan"}):
         raise ValueError(f"{path}: findings takes `out` (a folder, required), `baselines` (true or false), "
-                         f"`seeds` (a count) and `tolerance` (a fraction), got {', '.join(sorted(findings)) or 'nothing'}")
+                         f"`seeds` (a count), `tolerance` (a fraction) and `depth_scan` (a mapping), got "
+                         f"{', '.join(sorted(findings)) or 'nothing'}")
+    depth_scan = findings.get("depth_scan") or {}
+    if not isinstance(depth_scan, dict) or set(depth_scan) - {"metric", "scan_lengths", "scan_samples"}:
+        raise ValueError(f"{path}: findings.depth_scan takes `metric` (e.g. stdlib-next-line), `scan_lengths` "
+                         f"(e.g. \"1,2\") and `scan_samples` (a count), got {depth_scan!r}")
     tolerance = findings.get("tolerance", 0.05)
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 <= tolerance < 1:
         raise ValueError(f"{path}: findings.tolerance is how far (relative) a rerun's headline number may move "

@@ -37,3 +37,4 @@ def task_scorer(task: str, metric: str = "acc,none", num_fewshot: int = 5, limit
 SCORERS["winogrande"] = task_scorer("winogrande")
 SCORERS["fixture-winogrande"] = task_scorer("minitron_fixture_winogrande")
 SCORERS["stdlib-cloze"] = task_scorer("minitron_stdlib_cloze", metric="acc_norm,none", num_fewshot=0)
+SCORERS["stdlib-next-line"] = task_scorer("minitron_stdlib_next_line", metric="acc_norm,none", num_fewshot=0)

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -70,7 +71,19 @@ def test_prune_depth_scans_plots_and_drops(workspace, tmp_path):
     assert AutoConfig.from_pretrained(out).num_hidden_layers == 3
 
 
+def test_prune_scan_writes_the_scan_and_no_model(workspace, tmp_path):
+    out = tmp_path / "scan"
+    assert run("prune", "scan", "--model", workspace / "teacher", "--calib", workspace / "calib.txt", "--out", out,
+               "--num-layers", 3, "--scan-lengths", 1, *CALIB) == 0
+    table = pd.read_csv(out / "depth_scan.csv")
+    assert set(table.block_len) == {1, 2} and (out / "depth_scan.png").exists()
+    assert json.loads((out / "minitron.json").read_text())["stage"] == "scan-depth"
+    assert not list(out.glob("*.safetensors"))
+
+
 @pytest.mark.parametrize("args,message", [
+    (["prune", "scan", "--num-layers", 7], "must lie in 1..4"),
+    (["prune", "scan", "--num-layers", 3, "--metric", "bleu"], "--metric 'bleu' is unknown"),
     (["prune", "width", "--hidden-size", 64], "out of range"),
     (["prune", "width", "--num-heads", 5], "does not split evenly"),
     (["prune", "width", "--hidden-size", 24, "--seq-len", 4096], "--seq-len 4096 is out of range"),

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from compress.checkpoint import save_checkpoint
-from compress.depth import best_block, drop_layers, layers_removed, lm_loss_scorer, parse_layers, plot_scan, scan
+from compress.depth import Scorer, best_block, drop_layers, layers_removed, lm_loss_scorer, parse_layers, plot_scan, scan
 from compress.importance import estimate_importance
 from conftest import FAMILIES, sample_ids, tiny_model
 
@@ -67,6 +67,21 @@ def test_scan_table_and_plot(tmp_path):
     assert (tmp_path / "scan.png").stat().st_size > 10_000
     table.to_csv(tmp_path / "scan.csv", index=False)
     assert list(pd.read_csv(tmp_path / "scan.csv").columns) == ["method", "block_len", "start", "end", "layers", "lm_loss"]
+
+
+def test_a_scorer_of_one_length_scores_only_that_length(tmp_path):
+    model = tiny_model(layers=6)
+    batches = [sample_ids(seed=9, batch=4)]
+    calls = []
+    task = Scorer("task", lambda m: calls.append(m.config.num_hidden_layers) or -lm_loss_scorer(batches).fn(m),
+                  higher_is_better=True, lengths=frozenset({3}))
+    table = scan(model, [2, 3], [lm_loss_scorer(batches), task], layer_influence=estimate_importance(model, batches).layers)
+    scored = table.dropna(subset=["task"])
+    assert set(scored.block_len) == {3} and len(scored) == len(calls) == 4 + 2  # 4 blocks, 2 non-contiguous
+    assert table[table.block_len != 3].task.isna().all() and table.lm_loss.notna().all()
+    assert best_block(table, 3, task) == best_block(table, 3, lm_loss_scorer(batches))  # task = -loss here
+    plot_scan(table, [lm_loss_scorer(batches), task], tmp_path / "scan.png")
+    assert (tmp_path / "scan.png").stat().st_size > 10_000
 
 
 def test_parse_layers():

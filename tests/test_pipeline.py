@@ -111,6 +111,16 @@ def test_findings_need_a_depth_student_and_their_baselines_a_corrected_teacher(r
     recipe.write_text(yaml.safe_dump(body))
     with pytest.raises(ValueError, match="findings.seeds is how many seeds"):
         pipeline.plan(recipe)
+    body["findings"]["seeds"] = 1
+    body["findings"]["depth_scan"] = {"metric": "stdlib-next-line", "scan_lengths": "1,2", "scan_samles": 2}
+    recipe.write_text(yaml.safe_dump(body))
+    with pytest.raises(ValueError, match="findings.depth_scan takes `metric`"):
+        pipeline.plan(recipe)
+    body["findings"]["depth_scan"] = {"metric": "stdlib-next-line", "scan_lengths": "1,2"}
+    recipe.write_text(yaml.safe_dump(body))
+    stages = {s.name: s for s in pipeline.plan(recipe)}  # Figures 8 and 9 from a scan of their own
+    assert stages["scan-depth"].settings["metric"] == "stdlib-next-line" and "scan-depth" in stages["findings"].needs
+    assert stages["scan-depth"].settings["num_layers"] == 2 and stages["prune-depth"].settings["metric"] == "lm-loss"
 
 
 def test_each_seed_trains_every_compared_student_and_draws_its_own_random_ranking(recipe):
