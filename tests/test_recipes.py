@@ -51,7 +51,9 @@ def test_recipe_errors(tmp_path, body, message):
 def test_a_recipe_extends_another_changing_only_what_it_sets(tmp_path):
     findings = load_recipe(RECIPES / "smollm2-findings.yaml")
     default = load_recipe(RECIPES / "smollm2.yaml")
-    assert findings.findings == {"out": "results/smollm2-findings", "baselines": True, "seeds": 3}
+    assert {k: findings.findings[k] for k in ("out", "baselines", "seeds")} == {
+        "out": "results/smollm2-findings", "baselines": True, "seeds": 3}
+    assert default.findings["out"] == "results/smollm2" and "depth_scan" not in default.findings
     assert (findings.name, findings.distill, findings.teacher_config) == (
         default.name, default.distill, default.teacher_config)  # the same work folder, so its stages are reused
     (tmp_path / "child.yaml").write_text(f"extends: {RECIPES / 'smollm2.yaml'}\ndistill: {{steps: 3}}\n")
