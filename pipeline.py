@@ -176,7 +176,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
         return Stage(name, out, {**recipe.distill, **changes, "random_init": random_init, "precision": cfg.precision},
                      lambda resume, overwrite: fit(str(student), data, out, cfg, teacher_dir=str(source),
                                                    resume=resume, overwrite=overwrite, random_init=random_init,
-                                                   device=device),
+                                                   device=device, teacher_cache=root / "teacher-outputs"),
                      f"{describe or 'distillation'}, {cfg.steps} steps"
                      + (f", seed {cfg.seed}" if "seed" in changes else ""), True, needs)
 

@@ -413,6 +413,8 @@ def distill(
         "--correct-teacher", help="Correct the teacher in parallel (its LM loss, one fifth of --lr).")] = False,
     random_init: Annotated[bool, typer.Option(
         "--random-init", help="Re-initialise the student's weights (a baseline).")] = False,
+    teacher_cache: Annotated[Optional[Path], typer.Option(
+        "--teacher-cache", help="Folder keeping the frozen teacher's outputs, reused by runs on the same tokens.")] = None,
     eval_every: EvalEvery = 50,
     eval_batches: EvalBatches = 8,
     save_every: SaveEvery = 100,
@@ -430,7 +432,7 @@ def distill(
                         correct_teacher=correct_teacher, teacher_lr=lr / 5, eval_every=eval_every,
                         eval_batches=eval_batches, save_every=save_every, precision=precision, seed=seed)
     fit(student, data, out, cfg, teacher_dir=teacher, stage="distill", resume=resume, overwrite=overwrite,
-        random_init=random_init, device=device)
+        random_init=random_init, device=device, teacher_cache=teacher_cache)
     log.info("distilled student written to %s", out)
 
 

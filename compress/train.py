@@ -125,9 +125,10 @@ def lr_multiplier(step: int, total: int, warmup: int, peak: float, minimum: floa
 class Objective(torch.nn.Module):
     """Student and teacher, and every loss of one micro-batch computed in `forward`."""
 
-    def __init__(self, student, teacher=None, cfg: TrainConfig | None = None):
+    def __init__(self, student, teacher=None, cfg: TrainConfig | None = None, teacher_cache=None):
         super().__init__()
         self.student, self.teacher, self.cfg = student, teacher, cfg or TrainConfig()
+        self.teacher_cache = teacher_cache  # compress.teacher_cache.TeacherCache: a frozen teacher's outputs, reused
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -148,11 +149,14 @@ class Objective(torch.nn.Module):
             out["lm"] = out["loss"] = chunked_lm_loss(s_hidden, s_weight, labels, cfg.chunk_size, bias=s_bias)
             return out
         train_teacher = cfg.correct_teacher and not evaluate
-        with torch.set_grad_enabled(train_teacher and torch.is_grad_enabled()):
-            t_hidden = self.teacher.model(input_ids=ids, use_cache=False).last_hidden_state
-            t_weight, t_bias = lm_head_of(self.teacher)
-            if train_teacher:  # the same forward pass updates the teacher and teaches the student
-                out["teacher_lm"] = chunked_lm_loss(t_hidden, t_weight, labels, cfg.chunk_size, bias=t_bias)
+        t_weight, t_bias = lm_head_of(self.teacher)
+        if self.teacher_cache is not None and not cfg.correct_teacher:
+            t_hidden = self.teacher_cache.hidden(self.teacher, ids)
+        else:
+            with torch.set_grad_enabled(train_teacher and torch.is_grad_enabled()):
+                t_hidden = self.teacher.model(input_ids=ids, use_cache=False).last_hidden_state
+                if train_teacher:  # the same forward pass updates the teacher and teaches the student
+                    out["teacher_lm"] = chunked_lm_loss(t_hidden, t_weight, labels, cfg.chunk_size, bias=t_bias)
         kd = chunked_kd_loss(s_hidden, s_weight, t_hidden.detach(), t_weight.detach(),
                              temperature=1.0 if evaluate else cfg.temperature, chunk_size=cfg.chunk_size,
                              labels=labels, lm_weight=0.0 if evaluate else cfg.lm_weight,
@@ -459,11 +463,13 @@ def export_model(model, tokenizer, folder: Path, rank: int) -> None:
 
 def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_dir: str | None = None,
         stage: str = "distill", resume: bool = False, overwrite: bool = False, random_init: bool = False,
-        device: str = "cpu", stop_after: int | None = None) -> list[dict]:
+        device: str = "cpu", stop_after: int | None = None, teacher_cache: str | Path | None = None) -> list[dict]:
     """Check everything, train, and write out/ as a HF checkpoint with its state, metrics and record.
 
     `student_dir` is the model that trains (the teacher itself for `correct`); `random_init` replaces its
-    weights with a fresh initialisation of the same architecture (the paper's Figure 6 baseline).
+    weights with a fresh initialisation of the same architecture (the paper's Figure 6 baseline);
+    `teacher_cache` is a folder where a frozen teacher's outputs are kept for other runs on the same tokens
+    (compress/teacher_cache.py; one process only).
     """
     from transformers import AutoModelForCausalLM
 
@@ -489,12 +495,21 @@ def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_
     if teacher_dir is not None:
         frozen_bf16 = not cfg.correct_teacher and device.startswith("cuda") and cfg.precision != "fp32"
         teacher, _ = load_model(teacher_dir, dtype=torch.bfloat16 if frozen_bf16 else torch.float32)
-    objective = Objective(student, teacher, cfg)
+    cache = None
+    if teacher_cache and teacher is not None and not cfg.correct_teacher and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        from compress.precision import uses_bf16
+        from compress.teacher_cache import TeacherCache
+
+        cache = TeacherCache(teacher_cache, teacher_dir, f"{torch.device(device).type}|bf16={uses_bf16(device, cfg.precision)}")
+    objective = Objective(student, teacher, cfg, cache)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / RECORD_NAME).unlink(missing_ok=True)  # the record marks a finished run; this one is not yet
     records = train(objective, splits, cfg, out, resume=resuming, device=device, stop_after=stop_after)
     finished = bool(records) and max(r["step"] for r in records) == cfg.steps
+    if cache is not None:
+        log.info("teacher outputs: %d of %d micro-batches reused from %s", cache.hits, cache.hits + cache.misses,
+                 cache.folder)
     if finished:
         export_model(objective.student, tokenizer, out, rank)
         if cfg.correct_teacher:

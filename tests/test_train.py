@@ -94,6 +94,28 @@ def test_interrupted_run_resumes_with_the_same_losses(pair, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_cached_teacher_outputs_give_the_same_run_and_skip_the_teacher(pair, tmp_path, monkeypatch):
+    cfg, args = small(steps=4), (str(pair / "student"), str(pair / "data.txt"))
+    live = fit(*args, tmp_path / "live", cfg, teacher_dir=str(pair / "teacher"))
+    cold = fit(*args, tmp_path / "cold", cfg, teacher_dir=str(pair / "teacher"), teacher_cache=tmp_path / "outputs")
+    entries = list((tmp_path / "outputs").rglob("*.safetensors"))
+    assert len(entries) == 4 * 2 + 2  # a micro-batch per entry: 4 steps of 2, and the 2 validation batches
+    from transformers.models.llama.modeling_llama import LlamaModel
+
+    calls = []
+    forward = LlamaModel.forward
+    monkeypatch.setattr(LlamaModel, "forward", lambda self, *a, **kw: calls.append(1) or forward(self, *a, **kw))
+    warm = fit(*args, tmp_path / "warm", cfg, teacher_dir=str(pair / "teacher"), teacher_cache=tmp_path / "outputs")
+    assert len(calls) == 4 * 2 + 2 * 2  # the student's forwards only: training, then both validations
+    drop = ("time", "tokens_per_s", "elapsed_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in warm] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in cold] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in live]  # the same bits, cached or not
+    fit(*args, tmp_path / "other-seed", small(steps=4, seed=1), teacher_dir=str(pair / "teacher"),
+        teacher_cache=tmp_path / "outputs")  # other blocks: new entries, not stale ones
+    assert len(list((tmp_path / "outputs").rglob("*.safetensors"))) > len(entries)
+
+
 def test_parallel_teacher_correction_trains_both(pair, tmp_path):
     records = fit(str(pair / "student"), str(pair / "data.txt"), tmp_path / "par",
                   small(steps=4, correct_teacher=True, teacher_lr=1e-3), teacher_dir=str(pair / "teacher"))
