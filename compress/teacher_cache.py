@@ -21,16 +21,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from compress.gguf import file_sha256
+
 
 def weights_digest(model_dir: str | Path) -> str:
-    """sha256 over a checkpoint's safetensors files (names and bytes), in name order."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(model_dir).glob("*.safetensors")):
-        digest.update(path.name.encode())
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 24):
-                digest.update(chunk)
-    return digest.hexdigest()
+    """The names and sha256 of a checkpoint's safetensors files, in name order."""
+    return "|".join(f"{path.name}:{file_sha256(path)}" for path in sorted(Path(model_dir).glob("*.safetensors")))
 
 
 class TeacherCache:

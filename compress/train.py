@@ -150,7 +150,7 @@ class Objective(torch.nn.Module):
             return out
         train_teacher = cfg.correct_teacher and not evaluate
         t_weight, t_bias = lm_head_of(self.teacher)
-        if self.teacher_cache is not None and not cfg.correct_teacher:
+        if self.teacher_cache is not None:  # fit() gives one only to a frozen teacher in one process
             t_hidden = self.teacher_cache.hidden(self.teacher, ids)
         else:
             with torch.set_grad_enabled(train_teacher and torch.is_grad_enabled()):
