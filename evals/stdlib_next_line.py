@@ -47,7 +47,7 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
 
-def next_line_items(sources: list[str], per_module: int = 6, seed: int = 0) -> list[dict]:
+def next_line_items(sources: list[str], per_module: int = 12, seed: int = 0) -> list[dict]:
     """Up to `per_module` items from each source, spread evenly over its one-line statements."""
     rng = random.Random(seed)
     items = []
