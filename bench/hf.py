@@ -27,10 +27,10 @@ import time
 from dataclasses import dataclass
 
 import torch
+from minitron.bench.records import Repeat, latency_stats
+from minitron.bench.target import Target, normalize_dtype
+from minitron.core.errors import BadInput
 from transformers import StoppingCriteria, StoppingCriteriaList
-
-from bench.records import Repeat, latency_stats
-from bench.target import Target, normalize_dtype
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,9 @@ def load(target: Target, device: str = "auto", dtype: str = "auto"):
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: this torch sees no CUDA device; pass --device cpu (or auto)")
+        raise BadInput(f"--device {device}: this torch sees no CUDA device; pass --device cpu (or auto)")
     if dtype != "auto" and normalize_dtype(dtype) not in RUNNABLE_DTYPES:
-        raise ValueError(f"--dtype {dtype}: the hf backend runs {', '.join(RUNNABLE_DTYPES)} (or auto, the "
+        raise BadInput(f"--dtype {dtype}: the hf backend runs {', '.join(RUNNABLE_DTYPES)} (or auto, the "
                          "checkpoint's); benchmark FP8 with --backend trtllm or vllm")
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, normalize_dtype(dtype))
     model = AutoModelForCausalLM.from_pretrained(target.checkpoint, config=target.config, dtype=torch_dtype)

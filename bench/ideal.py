@@ -24,13 +24,8 @@ engine should approach the bytes ratio, a compute-bound one the FLOPs ratio.
 
 from __future__ import annotations
 
-BYTES = {"fp8": 1.0, "int8": 1.0, "nvfp4": 0.5, "bfloat16": 2.0, "float16": 2.0, "float32": 4.0}
-
-
-def dtype_bytes(dtype: str | None, what: str) -> float:
-    if dtype not in BYTES:
-        raise ValueError(f"no byte size for the {what} dtype {dtype!r}; expected one of {', '.join(BYTES)}")
-    return BYTES[dtype]
+from minitron.core.arch import dtype_bytes, kv_bytes_per_token
+from minitron.core.errors import BadInput
 
 
 def token_cost(arch: dict, isl: int, osl: int, batch: int, weight_dtype: str | None,
@@ -38,13 +33,13 @@ def token_cost(arch: dict, isl: int, osl: int, batch: int, weight_dtype: str | N
     """FLOPs and bytes moved per generated token, averaged over prefill and decode (see the module docstring).
     `kv_dtype` None means the KV cache is kept in the activations' dtype."""
     if min(isl, osl, batch) < 1:
-        raise ValueError(f"ISL, OSL and batch must be positive, got {isl}, {osl}, {batch}")
+        raise BadInput(f"ISL, OSL and batch must be positive, got {isl}, {osl}, {batch}")
     w_bytes = dtype_bytes(weight_dtype, "weight")
     act_bytes = 2.0 if weight_dtype in ("fp8", "int8", "nvfp4") else w_bytes
     kv_bytes = act_bytes if kv_dtype is None else dtype_bytes(kv_dtype, "KV-cache")
     decoder, head = arch["non_embedding_params"], arch["hidden"] * arch["vocab"]
     attn_flops_per_key = 4 * arch["layers"] * arch["heads"] * arch["head_dim"]
-    kv_per_token = 2 * arch["layers"] * arch["kv_heads"] * arch["head_dim"] * kv_bytes
+    kv_per_token = kv_bytes_per_token(arch["layers"], arch["kv_heads"], arch["head_dim"], kv_bytes)
     steps = osl - 1  # decode steps; the first output token comes out of the prefill
     keys_prefill = isl * (isl + 1) / 2  # causal: prompt token i attends to i keys
     keys_decode = steps * isl + steps * (steps + 1) / 2  # step j attends to isl + j keys
@@ -57,7 +52,7 @@ def token_cost(arch: dict, isl: int, osl: int, batch: int, weight_dtype: str | N
 def record_cost(record: dict) -> dict[str, float]:
     """`token_cost` at a record's own grid point, batch and dtypes."""
     if not record.get("arch"):
-        raise ValueError(f"the record of {record.get('label')!r} has no `arch`; rerun its sweep with a model "
+        raise BadInput(f"the record of {record.get('label')!r} has no `arch`; rerun its sweep with a model "
                          "folder (or --tokenizer for --backend openai)")
     return token_cost(record["arch"], record["isl"], record["osl"], record["batch_size"], record["dtype"],
                       record.get("kv_cache_dtype"))

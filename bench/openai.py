@@ -22,40 +22,12 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from bench.process import EngineFailed, EngineUnavailable
-from bench.records import Repeat, latency_stats
-from bench.target import Target
+from minitron.bench.records import Repeat, latency_stats
+from minitron.bench.target import Target
+from minitron.core.errors import EngineFailed, EngineUnavailable
+from minitron.core.server import api_root, probe, server_version
 
 WARMUP_MAX_TOKENS = 32
-
-
-def api_root(url: str) -> str:
-    """http://host:8000/v1, http://host:8000/v1/completions or http://host:8000 -> http://host:8000."""
-    return url.rstrip("/").removesuffix("/completions").removesuffix("/v1")
-
-
-def _get_json(url: str, timeout: float) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as reply:
-        return json.load(reply)
-
-
-def probe(url: str, timeout: float = 5.0) -> list[dict]:
-    """The models the server serves (`GET /v1/models`); EngineUnavailable when nothing answers."""
-    models_url = api_root(url) + "/v1/models"
-    try:
-        return _get_json(models_url, timeout).get("data", [])
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        raise EngineUnavailable(f"no OpenAI-compatible server answers at {models_url} ({err}); start one, e.g. "
-                                "`trtllm-serve DIR/checkpoint` or `vllm serve DIR`, and pass its URL as --model"
-                                ) from None
-
-
-def server_version(url: str, timeout: float = 5.0) -> str | None:
-    """`GET /version` where the server has it (vLLM, TensorRT-LLM), else None."""
-    try:
-        return str(_get_json(api_root(url) + "/version", timeout).get("version")) or None
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
 
 
 @dataclass

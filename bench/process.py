@@ -11,13 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-
-class EngineUnavailable(ValueError):
-    """The engine a backend needs is not installed or not reachable."""
-
-
-class EngineFailed(ValueError):
-    """The engine ran and failed; the message carries the end of its log."""
+from minitron.core.errors import EngineFailed, EngineUnavailable
 
 
 def require_binary(name: str, hint: str) -> str:

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from minitron.core.errors import BadInput, MissingInput
+from minitron.core.records import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ def latency_stats(values_ms: list[float]) -> dict | None:
 def summarize(repeats: list[Repeat], isl: int, osl: int) -> dict:
     """The Record fields that come from the measurements: median/min/max over repeats, measured lengths."""
     if not repeats:
-        raise ValueError("no repeats were measured; pass --repeats 1 or more")
+        raise BadInput("no repeats were measured; pass --repeats 1 or more")
 
     def spread(name: str) -> dict:
         values = [getattr(r, name) for r in repeats]
@@ -153,23 +155,9 @@ def append_record(path: str | Path, record: Record | dict) -> None:
 
 
 def read_records(path: str | Path) -> list[dict]:
-    """All complete records of a file; an unreadable last line (a write cut short) is skipped with a warning."""
+    """All complete records of a file (none when it does not exist yet); a last line cut short is skipped."""
     path = Path(path)
-    if not path.is_file():
-        return []
-    lines = path.read_text().splitlines()
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(lines):
-                log.warning("%s:%d is incomplete (an interrupted write); ignoring it", path, number)
-                continue
-            raise ValueError(f"{path}:{number} is not a JSON record; remove that line or the file") from None
-    return records
+    return read_jsonl(path, "throughput record") if path.is_file() else []
 
 
 def load_results(paths: list[str | Path]) -> list[dict]:
@@ -180,15 +168,15 @@ def load_results(paths: list[str | Path]) -> list[dict]:
         if path.is_dir():
             path = path / RECORDS_NAME
         if not path.is_file():
-            raise FileNotFoundError(f"{given}: no {RECORDS_NAME} there; pass the --out folder of "
+            raise MissingInput(f"{given}: no {RECORDS_NAME} there; pass the --out folder of "
                                     "`minitron bench sweep` or its records.jsonl")
         found = read_records(path)
         for number, record in enumerate(found, 1):
             missing = [k for k in REQUIRED_FIELDS if k not in record]
             if missing:
-                raise ValueError(f"{path}: record {number} lacks {', '.join(missing)}; it was not written by "
+                raise BadInput(f"{path}: record {number} lacks {', '.join(missing)}; it was not written by "
                                  "`minitron bench sweep` (or by an older schema): rerun the sweep")
         records.extend(found)
     if not records:
-        raise ValueError(f"no records in {', '.join(map(str, paths))}; run `minitron bench sweep` first")
+        raise BadInput(f"no records in {', '.join(map(str, paths))}; run `minitron bench sweep` first")
     return records

@@ -22,9 +22,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-
-from bench.ideal import ideal_speedup
-from bench.records import load_results
+from minitron.bench.ideal import ideal_speedup
+from minitron.bench.records import load_results
+from minitron.core.errors import BadInput
 
 PAPER_CLAIMS = Path(__file__).resolve().parent / "paper" / "figure10_runtime_claims.csv"
 CLAIM_OF_KIND = {"depth": "depth_pruned_4b_vs_llama31_8b_avg_throughput_speedup",
@@ -47,7 +47,7 @@ def choose_baseline(records: list[dict], baseline: str | None) -> str:
     labels = list(dict.fromkeys(r["label"] for r in records))
     if baseline is not None:
         if baseline not in labels:
-            raise ValueError(f"--baseline {baseline!r} is not among the labels in the results: {', '.join(labels)}")
+            raise BadInput(f"--baseline {baseline!r} is not among the labels in the results: {', '.join(labels)}")
         return baseline
     return max(labels, key=lambda label: max((r["arch"] or {}).get("params", 0) for r in records
                                              if r["label"] == label))
@@ -127,10 +127,7 @@ def markdown(frame: pd.DataFrame, digits: int = 2) -> str:
 
 def plot_figure10(points: pd.DataFrame, baseline: str, path: str | Path) -> None:
     """Grouped bars like the paper's Figure 10: requests/s per ISL/OSL, a bar per model, speedups annotated."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from minitron.core.plots import figure
 
     frame = points.copy()
     several = frame["backend"].nunique() > 1
@@ -138,7 +135,8 @@ def plot_figure10(points: pd.DataFrame, baseline: str, path: str | Path) -> None
     order = frame.sort_values(["isl", "osl"])["isl_osl"].drop_duplicates().tolist()
     series = list(dict.fromkeys(frame.sort_values("label", key=lambda s: s != baseline, kind="stable")["series"]))
     width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(3.0 + max(4.0, 1.2 * len(order) * max(1, len(series) / 2)), 4.5))
+    fig = figure(figsize=(3.0 + max(4.0, 1.2 * len(order) * max(1, len(series) / 2)), 4.5))
+    ax = fig.subplots()
     ideal_drawn = False
     for i, name in enumerate(series):
         rows = frame[frame["series"] == name].set_index("isl_osl")
@@ -164,7 +162,6 @@ def plot_figure10(points: pd.DataFrame, baseline: str, path: str | Path) -> None
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
-    plt.close(fig)
 
 
 def write_report(results: list[str | Path], out: str | Path, baseline: str | None = None) -> pd.DataFrame:

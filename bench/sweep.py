@@ -22,9 +22,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import target as targets
-from bench.records import RECORDS_NAME, Record, append_record, read_records, record_key, summarize
-from bench.workload import allowed_ids, check_fits, make_requests
+from minitron.bench import target as targets
+from minitron.bench.records import RECORDS_NAME, Record, append_record, read_records, record_key, summarize
+from minitron.bench.workload import allowed_ids, check_fits, make_requests
+from minitron.core.errors import BadInput, MissingInput
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,9 @@ class Settings:
         for flag, value in (("--batch-size", self.batch_size), ("--num-requests", self.num_requests or 1),
                             ("--repeats", self.repeats)):
             if value < 1:
-                raise ValueError(f"{flag} must be at least 1, got {value}")
+                raise BadInput(f"{flag} must be at least 1, got {value}")
         if self.warmup is not None and self.warmup < 0:
-            raise ValueError(f"--warmup must be 0 or more, got {self.warmup}")
+            raise BadInput(f"--warmup must be 0 or more, got {self.warmup}")
         num = self.num_requests or 4 * self.batch_size
         return Settings(**{**self.__dict__, "num_requests": num,
                            "warmup": self.batch_size if self.warmup is None else self.warmup})
@@ -65,18 +66,18 @@ class Settings:
 def open_runner(backend: str, target, s: Settings, max_seq_len: int, raw_dir: Path):
     """The backend's Runner; engines are imported only here, so a missing one fails only when asked for."""
     if backend == "hf":
-        from bench.hf import Runner
+        from minitron.bench.hf import Runner
 
         return Runner(target, s.batch_size, s.repeats, s.warmup, device=s.device, dtype=s.dtype)
     if backend == "trtllm":
-        from bench.trtllm import Runner
+        from minitron.bench.trtllm import Runner
 
         return Runner(target, s.batch_size, s.repeats, s.warmup, raw_dir, timeout=s.timeout)
     if backend == "vllm":
-        from bench.vllm import Runner
+        from minitron.bench.vllm import Runner
 
         return Runner(target, s.batch_size, s.repeats, s.warmup, s.seed, max_seq_len, raw_dir, timeout=s.timeout)
-    from bench.openai import Runner
+    from minitron.bench.openai import Runner
 
     return Runner(target, s.batch_size, s.repeats, s.warmup, served_model=s.served_model, timeout=s.timeout)
 
@@ -89,11 +90,11 @@ def model_id(target) -> str:
 def _check_labels(found: list, records: list[dict], backend: str) -> None:
     labels = [t.label for t in found]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"two models share the label {max(labels, key=labels.count)!r}; give each its own --label")
+        raise BadInput(f"two models share the label {max(labels, key=labels.count)!r}; give each its own --label")
     for t in found:
         earlier = {r["model"] for r in records if r["label"] == t.label and r["backend"] == backend}
         if earlier - {model_id(t)}:
-            raise ValueError(f"the label {t.label!r} already names {earlier.pop()} in this --out; pass another "
+            raise BadInput(f"the label {t.label!r} already names {earlier.pop()} in this --out; pass another "
                              "--label for this model, or another --out")
 
 
@@ -103,7 +104,7 @@ def tokenizer_ids(target) -> list[int]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(target.checkpoint)
     except (OSError, ValueError) as err:
-        raise FileNotFoundError(f"no usable tokenizer in {target.checkpoint} ({err}); save the tokenizer beside "
+        raise MissingInput(f"no usable tokenizer in {target.checkpoint} ({err}); save the tokenizer beside "
                                 "the weights") from None
     return allowed_ids(tokenizer, target.config.vocab_size)
 
@@ -111,11 +112,11 @@ def tokenizer_ids(target) -> list[int]:
 def sweep(backend: str, models: list[str], out: str | Path, grid: list[tuple[int, int]], settings: Settings,
           labels: list[str] | None = None) -> list[dict]:
     """Measure every (model, grid point) not yet in OUT/records.jsonl; return the records written now."""
-    from compress.checkpoint import provenance
+    from minitron.core.records import provenance
 
     s = settings.resolved()
     if labels and len(labels) != len(models):
-        raise ValueError(f"--label was given {len(labels)} times for {len(models)} --model; give one per model, "
+        raise BadInput(f"--label was given {len(labels)} times for {len(models)} --model; give one per model, "
                          "in the same order, or none")
     names = labels or [None] * len(models)
     found = [targets.resolve(backend, model, name, s.tokenizer) for model, name in zip(models, names)]

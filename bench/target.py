@@ -17,28 +17,12 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from compress.arch import Dims, check_supported, count_params
+from minitron.core.arch import Dims, check_supported, count_params, normalize_dtype
+from minitron.core.errors import BadInput, MissingInput
 
 BACKENDS = ("hf", "vllm", "trtllm", "openai")
 QUANTIZED = ("fp8", "int8", "nvfp4")
 DEPLOY_HINT = "make one with `minitron deploy --checkpoint CKPT --backend {backend} --out DIR` and pass DIR"
-
-_DTYPES = {"fp8": "fp8", "float8_e4m3fn": "fp8", "int8": "int8", "nvfp4": "nvfp4", "fp4": "nvfp4",
-           "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
-           "fp32": "float32", "float32": "float32", "float": "float32"}
-
-
-def normalize_dtype(name) -> str | None:
-    """'bf16', 'torch.bfloat16', 'FP8', ... -> 'bfloat16', 'fp8'; None/'auto' -> None."""
-    if name is None:
-        return None
-    text = str(name).lower().removeprefix("torch.")
-    if text in ("auto", "none", ""):
-        return None
-    if text not in _DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; expected one of {', '.join(sorted(set(_DTYPES.values())))}")
-    return _DTYPES[text]
-
 
 @dataclass
 class Target:
@@ -125,7 +109,7 @@ def _deploy_target(model: str, folder: Path, label: str) -> Target:
     manifest = json.loads((folder / "manifest.json").read_text())
     checkpoint = folder / "checkpoint"
     if not (checkpoint / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} has a manifest.json but no checkpoint/config.json; it is not a complete "
+        raise MissingInput(f"{folder} has a manifest.json but no checkpoint/config.json; it is not a complete "
                                 "deployment folder: rerun `minitron deploy` into a new --out")
     return Target(model, label, "deploy", checkpoint, _read_config(checkpoint), manifest=manifest)
 
@@ -133,40 +117,40 @@ def _deploy_target(model: str, folder: Path, label: str) -> Target:
 def resolve(backend: str, model: str, label: str | None = None, tokenizer: str | None = None) -> Target:
     """Check that `model` is the right kind of thing for `backend`; raise naming what is expected otherwise."""
     if backend not in BACKENDS:
-        raise ValueError(f"--backend {backend!r} is unknown; choose from {', '.join(BACKENDS)}")
+        raise BadInput(f"--backend {backend!r} is unknown; choose from {', '.join(BACKENDS)}")
     if backend == "openai":
         if not model.startswith(("http://", "https://")):
-            raise ValueError(f"--backend openai takes a server URL such as http://localhost:8000/v1, not {model!r}; "
+            raise BadInput(f"--backend openai takes a server URL such as http://localhost:8000/v1, not {model!r}; "
                              "start a server with `trtllm-serve DIR/checkpoint` or `vllm serve DIR` first")
         if not tokenizer:
-            raise ValueError("--backend openai needs --tokenizer: the served checkpoint's folder (or its deployment "
+            raise BadInput("--backend openai needs --tokenizer: the served checkpoint's folder (or its deployment "
                              "folder), for the prompts' vocabulary and the model's architecture")
         served = resolve("vllm", tokenizer, label)
         return Target(model, served.label, "url", served.checkpoint, served.config, manifest=served.manifest,
                       url=model.rstrip("/"))
-    from compress.gguf import is_gguf, local_model
+    from minitron.core.gguf import is_gguf, local_model
 
     name = label or Path(model).name.removesuffix(".gguf")
     folder = Path(local_model(model) if backend == "hf" and is_gguf(model) else model)
     if not folder.is_dir():
-        raise FileNotFoundError(f"--model {model}: no such folder; pass a local checkpoint or deployment folder "
+        raise MissingInput(f"--model {model}: no such folder; pass a local checkpoint or deployment folder "
                                 "(or a .gguf file for --backend hf)")
     if backend == "trtllm":
         if not _is_deploy(folder):
-            raise ValueError(f"--backend trtllm takes a deployment folder (checkpoint/, manifest.json, "
+            raise BadInput(f"--backend trtllm takes a deployment folder (checkpoint/, manifest.json, "
                              f"extra_llm_api_options.yaml), and {folder} has no manifest.json; "
                              + DEPLOY_HINT.format(backend="trtllm"))
         return _deploy_target(model, folder, name)
     if _is_deploy(folder):
         if backend == "hf":
-            raise ValueError(f"{folder} is a deployment folder; benchmark it with --backend trtllm or vllm "
+            raise BadInput(f"{folder} is a deployment folder; benchmark it with --backend trtllm or vllm "
                              f"(or pass {folder / 'checkpoint'} to --backend hf if it is not quantized)")
         return _deploy_target(model, folder, name)
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} is neither an HF checkpoint (no config.json) nor a deployment folder "
+        raise MissingInput(f"{folder} is neither an HF checkpoint (no config.json) nor a deployment folder "
                                 "(no manifest.json); pass the folder that holds config.json and the weights")
     target = Target(model, name, "checkpoint", folder, _read_config(folder))
     if backend == "hf" and target.quantization:
-        raise ValueError(f"{folder} is an {target.quantization.upper()} checkpoint, which transformers cannot run "
+        raise BadInput(f"{folder} is an {target.quantization.upper()} checkpoint, which transformers cannot run "
                          "faithfully (it drops the scales); benchmark it with --backend trtllm or vllm")
     return target

@@ -26,10 +26,11 @@ import json
 import logging
 from pathlib import Path
 
-from bench.process import EngineFailed, require_binary, run_logged
-from bench.records import Repeat
-from bench.target import Target, normalize_dtype
-from bench.workload import write_trtllm_dataset
+from minitron.bench.process import require_binary, run_logged
+from minitron.bench.records import Repeat
+from minitron.bench.target import Target, normalize_dtype
+from minitron.bench.workload import write_trtllm_dataset
+from minitron.core.errors import EngineFailed
 
 log = logging.getLogger(__name__)
 

@@ -36,9 +36,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.process import EngineFailed, EngineUnavailable, run_logged
-from bench.records import Repeat
-from bench.target import Target
+from minitron.bench.process import run_logged
+from minitron.bench.records import Repeat
+from minitron.bench.target import Target
+from minitron.core.errors import EngineFailed, EngineUnavailable
 
 INSTALL_HINT = ("install vLLM on a machine with a GPU (`pip install vllm`, best in its own environment whose bin/ "
                 "is on PATH); or benchmark here with --backend hf")

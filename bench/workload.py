@@ -19,6 +19,8 @@ import json
 import random
 from pathlib import Path
 
+from minitron.core.errors import BadInput
+
 DEFAULT_GRID = "128/128,128/2048,2048/128,2048/2048,500/2000,5000/500"
 
 
@@ -32,7 +34,7 @@ def parse_grid(spec: str) -> list[tuple[int, int]]:
         except ValueError:
             point = None
         if not sep or point is None or min(point) < 1:
-            raise ValueError(f"--isl-osl {spec!r}: expected ISL/OSL pairs of positive integers separated by "
+            raise BadInput(f"--isl-osl {spec!r}: expected ISL/OSL pairs of positive integers separated by "
                              "commas, e.g. 128/128,2048/128")
         if point not in grid:
             grid.append(point)
@@ -46,7 +48,7 @@ def allowed_ids(tokenizer, vocab_size: int | None = None) -> list[int]:
     special = set(tokenizer.all_special_ids)
     ids = [i for i in range(size) if i not in special]
     if not ids:
-        raise ValueError("the tokenizer has no ordinary tokens to build prompts from; pass a model with a real "
+        raise BadInput("the tokenizer has no ordinary tokens to build prompts from; pass a model with a real "
                          "tokenizer")
     return ids
 
@@ -61,7 +63,7 @@ def make_requests(ids: list[int], isl: int, num_requests: int, seed: int) -> lis
 def check_fits(isl: int, osl: int, max_positions: int | None, what: str) -> None:
     """Fail before any run when a grid point does not fit the model's positions."""
     if max_positions is not None and isl + osl > max_positions:
-        raise ValueError(f"ISL+OSL {isl}+{osl} = {isl + osl} exceeds the {max_positions} positions of {what}; "
+        raise BadInput(f"ISL+OSL {isl}+{osl} = {isl + osl} exceeds the {max_positions} positions of {what}; "
                          f"drop {isl}/{osl} from --isl-osl or benchmark a model with longer context")
 
 

@@ -3,7 +3,7 @@
     minitron plot runs/width/metrics.jsonl runs/depth/metrics.jsonl --out curves.png            # val_loss
     minitron plot runs/*/metrics.jsonl --out kd.png --metric kd --x step --ema 0.9 --labels width,depth
 
-    from compress.curves import plot_curves, read_metrics
+    from minitron.compress.curves import plot_curves, read_metrics
     df = read_metrics("runs/width/metrics.jsonl")
     plot_curves([Path("runs/width/metrics.jsonl")], None, Path("curves.png"), metric="val_kl")
 
@@ -20,12 +20,14 @@ wins, since it is the one the surviving run produced.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import pandas as pd
 import typer
+from minitron.core.errors import BadInput
+from minitron.core.plots import figure
+from minitron.core.records import read_jsonl
 
 # metric -> (split whose lines carry it, y-axis label)
 METRICS = {
@@ -49,24 +51,14 @@ def read_metrics(path) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"metrics log {path} does not exist")
-    text = path.read_text()
-    lines = text.splitlines()
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            if number == len(lines) and not text.endswith("\n"):
-                continue
-            raise ValueError(f"{path}:{number} is not valid JSON ({err.msg})") from None
+        raise BadInput(f"metrics log {path} does not exist")
+    records = read_jsonl(path, "metrics record")
+    for number, record in enumerate(records, 1):
         if not isinstance(record, dict) or record.get("split") not in ("train", "val") or "step" not in record:
-            raise ValueError(f"{path}:{number} is not a metrics record: it needs a split (train or val) and a step")
-        records.append(record)
+            raise BadInput(f"{path}: record {number} is not a metrics record: it needs a split (train or val) and "
+                           "a step")
     if not records:
-        raise ValueError(f"metrics log {path} is empty")
+        raise BadInput(f"metrics log {path} is empty")
     df = pd.DataFrame.from_records(records)
     df = df.drop_duplicates(subset=["split", "step"], keep="last")
     return df.sort_values(["split", "step"], kind="stable").reset_index(drop=True)
@@ -81,10 +73,10 @@ def available_metrics(df: pd.DataFrame) -> list[str]:
 def _series(df: pd.DataFrame, path: Path, metric: str, x: str) -> pd.DataFrame:
     if metric not in available_metrics(df):
         have = ", ".join(available_metrics(df)) or "none"
-        raise ValueError(f"{path} has no values for metric {metric!r}; it has: {have}")
+        raise BadInput(f"{path} has no values for metric {metric!r}; it has: {have}")
     rows = df[(df["split"] == METRICS[metric][0]) & df[metric].notna()]
     if x not in rows.columns or rows[x].isna().any():
-        raise ValueError(f"{path}: some {METRICS[metric][0]} lines lack {x!r}, needed for the x axis")
+        raise BadInput(f"{path}: some {METRICS[metric][0]} lines lack {x!r}, needed for the x axis")
     return rows[[x, metric]]
 
 
@@ -107,29 +99,24 @@ def plot_curves(logs: list[Path], labels: list[str] | None, out: Path, metric: s
     Every log is read and checked before anything is drawn, so a bad one fails without a partial figure.
     """
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+        raise BadInput(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     if x not in X_AXES:
-        raise ValueError(f"unknown x axis {x!r}; choose from {', '.join(X_AXES)}")
+        raise BadInput(f"unknown x axis {x!r}; choose from {', '.join(X_AXES)}")
     if not 0.0 <= ema < 1.0:
-        raise ValueError(f"ema must be in [0, 1), got {ema}")
+        raise BadInput(f"ema must be in [0, 1), got {ema}")
     if not logs:
-        raise ValueError("no metrics logs given")
+        raise BadInput("no metrics logs given")
     logs = [Path(p) for p in logs]
     if labels is None:
         labels = [p.resolve().parent.name for p in logs]
     if len(labels) != len(logs):
-        raise ValueError(f"{len(labels)} labels for {len(logs)} logs")
+        raise BadInput(f"{len(labels)} labels for {len(logs)} logs")
     curves = [_series(read_metrics(p), p, metric, x) for p in logs]
 
-    # The object-oriented API with the Agg canvas, not pyplot: no global backend or figure state, so it works
-    # headless and inside other programs.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
     split, ylabel = METRICS[metric]
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for label, rows, color in zip(labels, curves, (f"C{i}" for i in range(len(curves)))):
         if split == "val":

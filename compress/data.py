@@ -7,7 +7,7 @@ into fixed-length blocks that are shuffled by a seed and split into train and va
 A folder holding `train.*` and `validation.*` files (and optionally `calibration.*`) is a corpus already
 split by document: each split is read from its own file, so no document reaches two splits::
 
-    from compress.data import load_blocks, calibration_blocks
+    from minitron.compress.data import load_blocks, calibration_blocks
 
     splits = load_blocks("corpus/", tokenizer, seq_len=2048, seed=0)
     for batch in splits.train.batches(8):          # LongTensor [8, 2048]
@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from minitron.core.errors import BadInput
+from minitron.core.records import cache_root
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?(:[\w.-]+)?(@[\w.:%\[\]+-]
 _ENCODE_BATCH = 64
 
 
-class DataError(ValueError):
+class DataError(BadInput):
     """A problem with the data the user passed; the message says what is wrong and how to fix it."""
 
 
@@ -77,7 +79,7 @@ class TokenBlocks:
     def batches(self, batch_size: int, limit: int | None = None) -> Iterator[torch.Tensor]:
         """LongTensors [b, seq_len] in block order, the last batch possibly smaller; at most `limit` batches."""
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise BadInput(f"batch_size must be at least 1, got {batch_size}")
         rows = self._rows()
         starts = range(0, len(self), batch_size)
         for start in starts if limit is None else itertools.islice(starts, limit):
@@ -86,7 +88,7 @@ class TokenBlocks:
     def take(self, n: int) -> TokenBlocks:
         """The first n blocks (all of them if there are fewer)."""
         if n < 0:
-            raise ValueError(f"take needs n >= 0, got {n}")
+            raise BadInput(f"take needs n >= 0, got {n}")
         return TokenBlocks(self.tokens, self.seq_len, self.indices[:n])
 
 
@@ -293,11 +295,6 @@ def _tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(f"{body}|eos={_eos_id(tokenizer)}|{template}".encode()).hexdigest()
 
 
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where the toolkit caches what it derives (token streams, converted GGUF files, downloaded wheels)."""
-    return Path(cache_dir or os.environ.get("MINITRON_CACHE") or "~/.cache/minitron").expanduser()
-
-
 def _cache_path(source: str, files: list[Path] | None, tokenizer, cache_dir: str | None) -> Path:
     """The cache file for this source and tokenizer: any edited file or other tokenizer gives a new key."""
     if files is None:
@@ -378,9 +375,9 @@ def load_blocks(source: str, tokenizer, seq_len: int, seed: int = 0, val_fractio
     every stage of a run (calibration, training, evaluation) sees the same train/val partition.
     """
     if seq_len < 1:
-        raise ValueError(f"seq_len must be at least 1, got {seq_len}")
+        raise BadInput(f"seq_len must be at least 1, got {seq_len}")
     if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise BadInput(f"val_fraction must be in [0, 1), got {val_fraction}")
     files = split_files(source)
     if files is not None:
         blocks = {name: _shuffled_blocks(str(file), tokenizer, seq_len, [seed, i], cache_dir)

@@ -14,27 +14,15 @@ layers in place (`layers_removed`), not by copying the model.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 import pandas as pd
 import torch
+from minitron.core.arch import check_supported, derive_config
+from minitron.core.errors import BadInput
+from minitron.core.measure import Scorer
+from minitron.core.model_io import build_model
 from tqdm.auto import tqdm
-
-from compress.arch import check_supported, derive_config
-from compress.checkpoint import build_model
-
-
-@dataclass(frozen=True)
-class Scorer:
-    """A metric of a whole model: `fn(model) -> float`."""
-
-    name: str
-    fn: Callable[[torch.nn.Module], float]
-    higher_is_better: bool
-    lengths: frozenset[int] | None = None
-    """The removal lengths it scores (None: every candidate of the scan). A downstream task costs tens of seconds
-    per candidate, so it scores only the blocks of the length being removed, as the paper's Figure 9 does."""
 
 
 def parse_layers(spec: str, num_layers: int) -> list[int]:
@@ -45,12 +33,12 @@ def parse_layers(spec: str, num_layers: int) -> list[int]:
         try:
             lo, hi = int(start), int(end or start)
         except ValueError:
-            raise ValueError(f"--drop {spec!r}: expected START-END or a list like 3,5,7 (0-based layer indices)")
+            raise BadInput(f"--drop {spec!r}: expected START-END or a list like 3,5,7 (0-based layer indices)")
         if not 0 <= lo <= hi < num_layers:
-            raise ValueError(f"--drop {spec!r}: layers must lie in 0..{num_layers - 1} with START <= END")
+            raise BadInput(f"--drop {spec!r}: layers must lie in 0..{num_layers - 1} with START <= END")
         layers.update(range(lo, hi + 1))
     if len(layers) >= num_layers:
-        raise ValueError(f"--drop {spec!r} removes all {num_layers} layers; keep at least one")
+        raise BadInput(f"--drop {spec!r} removes all {num_layers} layers; keep at least one")
     return sorted(layers)
 
 
@@ -98,34 +86,6 @@ def drop_layers(model, drop: Iterable[int]):
     return build_model(derive_config(model.config, keep_layers=keep), tensors, like=model)
 
 
-@torch.no_grad()
-def sequence_losses(model, batches: list[torch.Tensor]) -> torch.Tensor:
-    """Mean next-token cross-entropy of every sequence of the token batches [b, s], as one vector: what paired
-    comparisons of two models on the same blocks need."""
-    device = next(model.parameters()).device
-    losses = []
-    for ids in batches:
-        ids = ids.to(device)
-        logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
-        token_losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-        losses.append(token_losses.double().mean(dim=1).cpu())
-    return torch.cat(losses)
-
-
-def lm_loss(model, batches: list[torch.Tensor]) -> float:
-    """Mean next-token cross-entropy over token batches [b, s] (all of one length)."""
-    return sequence_losses(model, batches).mean().item()
-
-
-def lm_loss_scorer(batches: list[torch.Tensor], **_context) -> Scorer:
-    return Scorer("lm_loss", lambda model: lm_loss(model, batches), higher_is_better=False)
-
-
-SCORERS: dict[str, Callable[..., Scorer]] = {"lm-loss": lm_loss_scorer}
-"""`--metric` names -> factories called with batches=, tokenizer=, device=. Downstream scorers (Winogrande)
-are registered here by the evals package, so pruning never imports evaluation code."""
-
-
 def layer_label(layers: list[int]) -> str:
     contiguous = layers == list(range(layers[0], layers[-1] + 1))
     return f"{layers[0]}-{layers[-1]}" if contiguous else ",".join(map(str, layers))
@@ -143,7 +103,7 @@ def scan(model, block_lengths: Iterable[int], scorers: list[Scorer], layer_influ
     n = model.config.num_hidden_layers
     block_lengths = sorted(set(block_lengths))
     if not block_lengths or not all(0 < k < n for k in block_lengths):
-        raise ValueError(f"block lengths must lie in 1..{n - 1}, got {block_lengths}")
+        raise BadInput(f"block lengths must lie in 1..{n - 1}, got {block_lengths}")
     candidates = [("contiguous", k, list(range(s, s + k))) for k in sorted(set(block_lengths) | {1})
                   for s in range(n - k + 1)]
     rows = []
@@ -171,7 +131,7 @@ def best_block(table: pd.DataFrame, k: int, scorer: Scorer) -> list[int]:
     """The contiguous block of length k that scores best."""
     rows = table[(table.method == "contiguous") & (table.block_len == k)]
     if rows.empty:
-        raise ValueError(f"the scan holds no contiguous blocks of length {k}")
+        raise BadInput(f"the scan holds no contiguous blocks of length {k}")
     best = rows.sort_values(scorer.name, ascending=not scorer.higher_is_better, kind="stable").iloc[0]
     return list(range(int(best.start), int(best.end) + 1))
 
@@ -179,13 +139,11 @@ def best_block(table: pd.DataFrame, k: int, scorer: Scorer) -> list[int]:
 def plot_scan(table: pd.DataFrame, scorers: list[Scorer], path, title: str = "") -> None:
     """Figures 8 and 9 of the paper: a metric after removing each block, against the block's last layer
     (1-based, as the paper numbers it); dashed lines for the non-contiguous choices."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
+    from minitron.core.plots import figure
 
-    fig, axes = plt.subplots(1, len(scorers), figsize=(6 * len(scorers), 4), squeeze=False)
+    fig = figure(figsize=(6 * len(scorers), 4))
+    axes = fig.subplots(1, len(scorers), squeeze=False)
     styles = {"single-layer-rank": "--", "block-influence": ":"}
     colors = {k: f"C{i}" for i, k in enumerate(sorted(table.block_len.unique()))}  # one per length, every axis
     for ax, scorer in zip(axes[0], scorers):
@@ -206,4 +164,3 @@ def plot_scan(table: pd.DataFrame, scorers: list[Scorer], path, title: str = "")
     fig.suptitle(title or "Depth sensitivity")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -26,10 +26,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
+from minitron.core.arch import Dims, check_supported
+from minitron.core.errors import BadInput
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-
-from compress.arch import Dims, check_supported
 
 SEQ_AGGREGATIONS = {"mean": 1, "l2": 2, "max": math.inf}  # vector-norm order over the sequence
 BATCH_AGGREGATIONS = ("l2", "mean", "max")
@@ -99,7 +99,7 @@ class Importance:
         shapes = {"hidden": (dims.hidden,), "ffn": (dims.layers, dims.ffn), "heads": (dims.layers, dims.heads)}
         for name, shape in shapes.items():
             if tuple(getattr(self, name).shape) != shape:
-                raise ValueError(f"importance scores do not match the model: {name} has shape "
+                raise BadInput(f"importance scores do not match the model: {name} has shape "
                                  f"{tuple(getattr(self, name).shape)}, the model needs {shape}; re-estimate them")
 
 
@@ -138,9 +138,9 @@ def estimate_importance(model, batches: Iterable[torch.Tensor], seq_agg: str = "
                         total: int | None = None) -> Importance:
     """Score every neuron, head, embedding channel and layer of `model` over `batches` of token ids [b, s]."""
     if seq_agg not in SEQ_AGGREGATIONS:
-        raise ValueError(f"seq_agg must be one of {', '.join(SEQ_AGGREGATIONS)}, not {seq_agg!r}")
+        raise BadInput(f"seq_agg must be one of {', '.join(SEQ_AGGREGATIONS)}, not {seq_agg!r}")
     if batch_agg not in BATCH_AGGREGATIONS:
-        raise ValueError(f"batch_agg must be one of {', '.join(BATCH_AGGREGATIONS)}, not {batch_agg!r}")
+        raise BadInput(f"batch_agg must be one of {', '.join(BATCH_AGGREGATIONS)}, not {batch_agg!r}")
     check_supported(model.config)
     dims = Dims.of(model.config)
     order = SEQ_AGGREGATIONS[seq_agg]
@@ -195,7 +195,7 @@ def estimate_importance(model, batches: Iterable[torch.Tensor], seq_agg: str = "
         for h in hooks:
             h.remove()
     if num_samples == 0:
-        raise ValueError("the calibration set is empty: no batches were given")
+        raise BadInput("the calibration set is empty: no batches were given")
     head_channels = torch.stack([r.result() for r in attn]).view(dims.layers, dims.heads, dims.head_dim)
     return Importance(
         hidden=hidden.result(),

@@ -1,6 +1,6 @@
 """Logit-only forward-KL distillation loss, chunked over tokens so full-vocabulary logits are never stored.
 
-    from compress.kd_loss import chunked_kd_loss, hidden_states, lm_head_of
+    from minitron.compress.kd_loss import chunked_kd_loss, hidden_states, lm_head_of
 
     with torch.no_grad():
         t_hidden = hidden_states(teacher, input_ids)
@@ -30,6 +30,7 @@ from itertools import repeat
 
 import torch
 import torch.nn.functional as F
+from minitron.core.errors import BadInput
 
 IGNORE_INDEX = -100  # the label value Hugging Face and F.cross_entropy skip
 
@@ -43,20 +44,6 @@ class KDLoss:
     kd: torch.Tensor
     lm: torch.Tensor | None
     tokens: int
-
-
-def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """KL(teacher || student) = sum_v p_t (log p_t - log p_s) with p = softmax(logits / T), averaged over
-    tokens, times T^2. Shapes [..., V]; computed in fp32 whatever the input dtype.
-
-    The T^2 factor is Hinton et al.'s: the gradient wrt the logits is (p_s - p_t) / T, so without it the
-    gradient would shrink as 1/T and changing the temperature would silently change the effective learning
-    rate. At T = 1 it is the plain KL.
-    """
-    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
-    return kl.mean() * temperature**2
 
 
 def _chunk(h, s_w, s_b, th, t_w, t_b, tgt, temperature, lm_scale, kd_scale, grads, rows):
@@ -214,21 +201,21 @@ def chunked_kd_loss(
     """
     vocab_s, vocab_t = student_lm_head_weight.shape[0], teacher_lm_head_weight.shape[0]
     if vocab_s != vocab_t:
-        raise ValueError(f"vocabulary mismatch: the student's lm_head has {vocab_s} rows and the teacher's "
+        raise BadInput(f"vocabulary mismatch: the student's lm_head has {vocab_s} rows and the teacher's "
                          f"{vocab_t}; teacher and student must share a tokenizer/vocabulary")
     if student_hidden.shape[-1] != student_lm_head_weight.shape[1]:
-        raise ValueError(f"student hidden size {student_hidden.shape[-1]} does not match its lm_head weight "
+        raise BadInput(f"student hidden size {student_hidden.shape[-1]} does not match its lm_head weight "
                          f"{tuple(student_lm_head_weight.shape)}")
     if teacher_hidden.shape[-1] != teacher_lm_head_weight.shape[1]:
-        raise ValueError(f"teacher hidden size {teacher_hidden.shape[-1]} does not match its lm_head weight "
+        raise BadInput(f"teacher hidden size {teacher_hidden.shape[-1]} does not match its lm_head weight "
                          f"{tuple(teacher_lm_head_weight.shape)}")
     if student_hidden.shape[:-1] != teacher_hidden.shape[:-1]:
-        raise ValueError(f"student and teacher hidden states cover different tokens: "
+        raise BadInput(f"student and teacher hidden states cover different tokens: "
                          f"{tuple(student_hidden.shape[:-1])} vs {tuple(teacher_hidden.shape[:-1])}")
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        raise BadInput(f"chunk_size must be positive, got {chunk_size}")
     if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+        raise BadInput(f"temperature must be positive, got {temperature}")
 
     loss, kd, lm, tokens = _apply(student_hidden, student_lm_head_weight, student_lm_head_bias, teacher_hidden,
                                   teacher_lm_head_weight, teacher_lm_head_bias, labels, temperature, chunk_size,
@@ -245,10 +232,10 @@ def chunked_lm_loss(hidden: torch.Tensor, lm_head_weight: torch.Tensor, labels: 
     baseline) and for validation. If every label is -100 it is 0, not F.cross_entropy's NaN.
     """
     if hidden.shape[-1] != lm_head_weight.shape[1]:
-        raise ValueError(f"hidden size {hidden.shape[-1]} does not match the lm_head weight "
+        raise BadInput(f"hidden size {hidden.shape[-1]} does not match the lm_head weight "
                          f"{tuple(lm_head_weight.shape)}")
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        raise BadInput(f"chunk_size must be positive, got {chunk_size}")
     loss, _, _, _ = _apply(hidden, lm_head_weight, bias, None, None, None, labels, 1.0, chunk_size, 1.0)
     return loss
 
@@ -262,7 +249,7 @@ def _apply(s_hidden, s_weight, s_bias, t_hidden, t_weight, t_bias, labels, tempe
     targets = None
     if labels is not None:
         if labels.shape != token_shape:
-            raise ValueError(f"labels have shape {tuple(labels.shape)}, the hidden states cover "
+            raise BadInput(f"labels have shape {tuple(labels.shape)}, the hidden states cover "
                              f"{tuple(token_shape)} tokens")
         flat = labels.reshape(-1)
         keep = (flat != IGNORE_INDEX).nonzero().squeeze(1)
@@ -275,7 +262,7 @@ def _apply(s_hidden, s_weight, s_bias, t_hidden, t_weight, t_bias, labels, tempe
         targets = flat.index_select(0, keep)
         vocab = s_weight.shape[0]
         if targets.numel() and not (0 <= int(targets.min()) and int(targets.max()) < vocab):
-            raise ValueError(f"labels must lie in [0, {vocab}) or be {IGNORE_INDEX}")
+            raise BadInput(f"labels must lie in [0, {vocab}) or be {IGNORE_INDEX}")
 
     # Gradients are only formed when someone will ask for them (not under no_grad, e.g. validation).
     grad_on = torch.is_grad_enabled()
@@ -298,11 +285,11 @@ def lm_head_of(model) -> tuple[torch.Tensor, torch.Tensor | None]:
     # distilled against the wrong distribution.
     for attr in ("final_logit_softcapping", "logit_scale"):
         if getattr(config, attr, None) not in (None, 1.0):
-            raise ValueError(f"{type(model).__name__} applies {attr}={getattr(config, attr)} to its logits, "
+            raise BadInput(f"{type(model).__name__} applies {attr}={getattr(config, attr)} to its logits, "
                              f"which chunked_kd_loss does not reproduce")
     head = model.get_output_embeddings()
     if head is None:
-        raise ValueError(f"{type(model).__name__} has no output embedding (lm_head)")
+        raise BadInput(f"{type(model).__name__} has no output embedding (lm_head)")
     return head.weight, getattr(head, "bias", None)
 
 

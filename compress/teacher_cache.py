@@ -15,13 +15,12 @@ process only: under torchrun the sharded teacher's forward is a collective every
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import torch
+from minitron.core.gguf import file_sha256
+from minitron.core.records import atomic_file
 from safetensors.torch import load_file, save_file
-
-from compress.gguf import file_sha256
 
 
 def weights_digest(model_dir: str | Path) -> str:
@@ -46,8 +45,6 @@ class TeacherCache:
         self.misses += 1
         with torch.no_grad():
             hidden = teacher.model(input_ids=ids, use_cache=False).last_hidden_state
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # another process may write the same entry
-        save_file({"hidden": hidden.detach().cpu().contiguous()}, str(tmp))
-        tmp.replace(path)
+        with atomic_file(path) as tmp:  # another process may write the same entry
+            save_file({"hidden": hidden.detach().cpu().contiguous()}, str(tmp))
         return hidden

@@ -1,6 +1,6 @@
 """Train a byte-level BPE tokenizer locally, so tests and the embedded default never touch a hub.
 
-    from compress.tokenizer import train_tokenizer
+    from minitron.compress.tokenizer import train_tokenizer
     tok = train_tokenizer(texts, vocab_size=512)   # a PreTrainedTokenizerFast with bos/eos/pad
     tok.save_pretrained("out/")
 

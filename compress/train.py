@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from minitron.compress.kd_loss import chunked_kd_loss, chunked_lm_loss, lm_head_of
+from minitron.core.errors import BadInput, OutputExists, RunFailed
+from minitron.core.precision import PRECISIONS
+from minitron.core.precision import autocast as precision_autocast
 from tqdm.auto import tqdm
-
-from compress.kd_loss import chunked_kd_loss, chunked_lm_loss, lm_head_of
-from compress.precision import PRECISIONS
-from compress.precision import autocast as precision_autocast
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ STATE_DIR = "state"
 METRICS = "metrics.jsonl"
 
 
-class TrainingDiverged(RuntimeError):
-    pass
+class TrainingDiverged(RunFailed):
+    """The loss went non-finite or spiked past `spike_factor`: the run stops, its last checkpoint kept."""
 
 
 @dataclass
@@ -89,7 +89,7 @@ class TrainConfig:
     chunk_size: int = 1024
     """Tokens per chunk of the vocabulary-sized losses."""
     precision: str = "auto"
-    """'bf16' autocast, 'fp32', or 'auto' (bf16 on GPUs and CPUs that do bf16 natively: compress/precision.py)."""
+    """'bf16' autocast, 'fp32', or 'auto' (bf16 on GPUs and CPUs that do bf16 natively: core/precision.py)."""
     seed: int = 0
     """Seeds the data order and any random initialisation."""
     spike_factor: float = 5.0
@@ -97,21 +97,29 @@ class TrainConfig:
 
     def validate(self, world: int = 1) -> None:
         if self.global_batch % (world * self.micro_batch):
-            raise ValueError(f"--global-batch {self.global_batch} must be a multiple of processes x micro batch "
+            raise BadInput(f"--global-batch {self.global_batch} must be a multiple of processes x micro batch "
                              f"({world} x {self.micro_batch})")
         positive = ["steps", "seq_len", "global_batch", "micro_batch", "eval_every", "save_every", "chunk_size"]
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise BadInput(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.min_lr <= self.lr:
-            raise ValueError(f"need 0 < --min-lr <= --lr, got {self.min_lr} and {self.lr}")
+            raise BadInput(f"need 0 < --min-lr <= --lr, got {self.min_lr} and {self.lr}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be {', '.join(PRECISIONS)}, not {self.precision!r}")
+            raise BadInput(f"--precision must be {', '.join(PRECISIONS)}, not {self.precision!r}")
 
 
 def steps_for_tokens(tokens: int, global_batch: int, seq_len: int) -> int:
     """Optimizer steps that spend a token budget (rounded up: the budget is a floor, not a cap)."""
     return max(1, -(-int(tokens) // (global_batch * seq_len)))
+
+
+def budgeted_config(tokens: int | None = None, **fields) -> TrainConfig:
+    """`TrainConfig(**fields)`, its steps set by the token budget `tokens` when given (rounded up)."""
+    cfg = TrainConfig(**fields)
+    if tokens is not None:
+        cfg.steps = steps_for_tokens(tokens, cfg.global_batch, cfg.seq_len)
+    return cfg
 
 
 def lr_multiplier(step: int, total: int, warmup: int, peak: float, minimum: float) -> float:
@@ -279,7 +287,7 @@ def load_state(out: Path, objective, optimizer, scheduler, cfg: TrainConfig) -> 
     state = torch.load(out / STATE_DIR / "train_state.pt", map_location="cpu", weights_only=False)
     for name in RESUME_MUST_MATCH:
         if state["config"][name] != getattr(cfg, name):
-            raise ValueError(f"cannot resume: {name} was {state['config'][name]!r}, now {getattr(cfg, name)!r}; "
+            raise BadInput(f"cannot resume: {name} was {state['config'][name]!r}, now {getattr(cfg, name)!r}; "
                              "use the original settings or start over with --overwrite")
     set_state_dict(objective, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
                    options=StateDictOptions(full_state_dict=True, strict=False))
@@ -404,9 +412,8 @@ def train(objective: Objective, splits, cfg: TrainConfig, out: Path, resume: boo
 
 def _check_pair(student_dir, teacher_dir, cfg: TrainConfig):
     """Configs, tokenizer and sequence length checked before any weight or token is loaded."""
+    from minitron.core.model_io import load_config
     from transformers import AutoTokenizer
-
-    from compress.checkpoint import load_config
 
     s_config = load_config(student_dir)
     configs = [("student", s_config)]
@@ -416,13 +423,13 @@ def _check_pair(student_dir, teacher_dir, cfg: TrainConfig):
         configs.append(("teacher", t_config))
         s_tok = AutoTokenizer.from_pretrained(student_dir)
         if s_config.vocab_size != t_config.vocab_size or s_tok.get_vocab() != tokenizer.get_vocab():
-            raise ValueError(f"teacher and student do not share a tokenizer (vocab {t_config.vocab_size} vs "
+            raise BadInput(f"teacher and student do not share a tokenizer (vocab {t_config.vocab_size} vs "
                              f"{s_config.vocab_size}, {len(tokenizer)} vs {len(s_tok)} tokens); logit distillation "
                              "needs one vocabulary: prune the student from this teacher")
     for name, config in configs:
         limit = getattr(config, "max_position_embeddings", None)
         if limit is not None and cfg.seq_len > limit:
-            raise ValueError(f"--seq-len {cfg.seq_len} exceeds the {name}'s {limit} positions; lower --seq-len")
+            raise BadInput(f"--seq-len {cfg.seq_len} exceeds the {name}'s {limit} positions; lower --seq-len")
     return tokenizer
 
 
@@ -434,7 +441,7 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, rank: int) -> bool:
         log.info("nothing to resume in %s (no %s/); starting from step 0", out, STATE_DIR)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{out} already exists; pass --resume to continue its run or --overwrite to "
+            raise OutputExists(f"{out} already exists; pass --resume to continue its run or --overwrite to "
                                   "start over")
         if rank == 0:
             shutil.rmtree(out)
@@ -443,9 +450,8 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, rank: int) -> bool:
 
 def export_model(model, tokenizer, folder: Path, rank: int) -> None:
     """Write a standard HF checkpoint of a (possibly sharded) model from rank 0, file by file atomically."""
+    from minitron.core.model_io import save_tokenizer
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    from compress.checkpoint import save_tokenizer
 
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if rank != 0:
@@ -471,11 +477,11 @@ def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_
     `teacher_cache` is a folder where a frozen teacher's outputs are kept for other runs on the same tokens
     (compress/teacher_cache.py; one process only).
     """
+    from minitron.compress.data import load_blocks
+    from minitron.core.gguf import local_model
+    from minitron.core.model_io import load_model
+    from minitron.core.records import RECORD_NAME, write_record
     from transformers import AutoModelForCausalLM
-
-    from compress.checkpoint import RECORD_NAME, load_model, write_record
-    from compress.data import load_blocks
-    from compress.gguf import local_model
 
     cfg.validate(int(os.environ.get("WORLD_SIZE", "1")))
     student_dir, teacher_dir = local_model(student_dir), teacher_dir and local_model(teacher_dir)
@@ -485,7 +491,7 @@ def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_
     resuming = _prepare_out(out, resume, overwrite, rank)
     splits = load_blocks(data, tokenizer, cfg.seq_len, seed=cfg.seed)
     if len(splits.val) == 0:
-        raise ValueError(f"{data} gives {len(splits.train)} block(s) of {cfg.seq_len} tokens, too few for a "
+        raise BadInput(f"{data} gives {len(splits.train)} block(s) of {cfg.seq_len} tokens, too few for a "
                          "validation split; add data or lower --seq-len")
     student, _ = load_model(student_dir, dtype=torch.float32)
     if random_init:
@@ -497,8 +503,8 @@ def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_
         teacher, _ = load_model(teacher_dir, dtype=torch.bfloat16 if frozen_bf16 else torch.float32)
     cache = None
     if teacher_cache and teacher is not None and not cfg.correct_teacher and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        from compress.precision import uses_bf16
-        from compress.teacher_cache import TeacherCache
+        from minitron.compress.teacher_cache import TeacherCache
+        from minitron.core.precision import uses_bf16
 
         cache = TeacherCache(teacher_cache, teacher_dir, f"{torch.device(device).type}|bf16={uses_bf16(device, cfg.precision)}")
     objective = Objective(student, teacher, cfg, cache)

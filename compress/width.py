@@ -18,10 +18,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-
-from compress.arch import Dims, WidthTarget, check_supported, derive_config
-from compress.checkpoint import build_model
-from compress.importance import Importance
+from minitron.compress.importance import Importance
+from minitron.core.arch import Dims, WidthTarget, check_supported, derive_config
+from minitron.core.errors import BadInput
+from minitron.core.model_io import build_model
 
 # For each projection: which axis its rows (output) and columns (input) index.
 PROJECTION_AXES = {
@@ -91,7 +91,7 @@ def _trim(name: str, tensor: torch.Tensor, plan: WidthPlan) -> torch.Tensor:
         rows, cols = PROJECTION_AXES[parts[4]]
         out = tensor.index_select(0, axes[rows])
         return out.index_select(1, axes[cols]) if parts[-1] == "weight" else out
-    raise ValueError(f"cannot width-prune parameter {name!r}: it is not part of a supported decoder layout")
+    raise BadInput(f"cannot width-prune parameter {name!r}: it is not part of a supported decoder layout")
 
 
 @torch.no_grad()

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
+from minitron.core.arch import dtype_bytes, kv_bytes_per_token
+from minitron.core.errors import BadInput, MissingInput
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,11 @@ class Sizing:
 
 def checkpoint_facts(folder: Path) -> dict:
     """What the checkpoint is: architecture, parameter counts, quantization, KV dtype, and its record."""
-    from compress.arch import Dims, check_supported, count_params
+    from minitron.core.arch import Dims, check_supported, count_params
     from transformers import AutoConfig
 
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a checkpoint folder (no config.json); pass the output of "
+        raise MissingInput(f"{folder} is not a checkpoint folder (no config.json); pass the output of "
                                 "`minitron quantize` or a pruned/distilled model folder")
     config = AutoConfig.from_pretrained(folder)
     check_supported(config)
@@ -66,7 +68,7 @@ def checkpoint_facts(folder: Path) -> dict:
     quant = json.loads(quant_file.read_text()).get("quantization", {}) if quant_file.is_file() else {}
     algo = (quant.get("quant_algo") or "").upper()
     if algo not in ("", "FP8"):
-        raise ValueError(f"{folder} is quantized with {algo}; these deployment settings cover FP8 and BF16 only")
+        raise BadInput(f"{folder} is quantized with {algo}; these deployment settings cover FP8 and BF16 only")
     record_file = folder / "minitron.json"
     record = json.loads(record_file.read_text()) if record_file.is_file() else {}
     return {"config": config, "dims": Dims.of(config), "params": count_params(config),
@@ -85,7 +87,7 @@ def size_deployment(facts: dict, gpu_memory_gb: float = 80.0, max_batch_size: in
     embedding = params["params"] - params["non_embedding_params"]
     bytes_linear = 1 if facts["quantization"] == "fp8" else 2
     weights = params["non_embedding_params"] * bytes_linear + embedding * 2
-    kv_per_token = 2 * d.layers * d.kv_heads * d.head_dim * (1 if facts["kv_cache_dtype"] == "fp8" else 2)
+    kv_per_token = int(kv_bytes_per_token(d.layers, d.kv_heads, d.head_dim, dtype_bytes(facts["kv_cache_dtype"])))
     seq = max_seq_len or min(8192, facts["config"].max_position_embeddings)
     batch = max_batch_size or (PAPER_BATCH["4B class"] if params["params"] < 6e9 else PAPER_BATCH["8B-12B class"])
     kv = batch * seq * kv_per_token
@@ -95,7 +97,7 @@ def size_deployment(facts: dict, gpu_memory_gb: float = 80.0, max_batch_size: in
                     free_gpu_memory_fraction, fits)
     if not fits:
         largest = int((budget - weights) // (seq * kv_per_token))
-        raise ValueError(f"batch {batch} x {seq} tokens needs {kv / 1e9:.1f} GB of KV cache beside {weights / 1e9:.1f} "
+        raise BadInput(f"batch {batch} x {seq} tokens needs {kv / 1e9:.1f} GB of KV cache beside {weights / 1e9:.1f} "
                          f"GB of weights, more than {free_gpu_memory_fraction:.0%} of {gpu_memory_gb:g} GB; use "
                          f"--max-batch-size {max(largest, 0)} or less or a shorter --max-seq-len"
                          + ("" if facts["kv_cache_dtype"] == "fp8" else ", or an FP8 KV cache (minitron quantize --kv-cache fp8)"))
@@ -245,21 +247,21 @@ def deploy(checkpoint: str | Path, backend: str, out: str | Path, engine: str | 
            max_batch_size: int | None = None, max_seq_len: int | None = None, max_num_tokens: int = 8192,
            gpu_memory_gb: float = 80.0, dry_run: bool = False, overwrite: bool = False) -> dict:
     """Write the deployment folder; build and smoke-test it when the engine is installed. Returns the manifest."""
-    from compress.checkpoint import check_output_dir, output_dir, provenance
+    from minitron.core.records import check_output_dir, output_dir, provenance
 
     if backend not in BACKENDS:
-        raise ValueError(f"--backend {backend!r} is unknown; choose from {', '.join(BACKENDS)}")
+        raise BadInput(f"--backend {backend!r} is unknown; choose from {', '.join(BACKENDS)}")
     if engine not in (None, "tensorrt") or (engine and backend != "trtllm"):
-        raise ValueError("--engine tensorrt is the only engine option, and only with --backend trtllm")
+        raise BadInput("--engine tensorrt is the only engine option, and only with --backend trtllm")
     out, checkpoint = Path(out), Path(checkpoint)
     check_output_dir(out, overwrite)
     facts = checkpoint_facts(checkpoint)
     sizing = size_deployment(facts, gpu_memory_gb, max_batch_size, max_seq_len, max_num_tokens)
     version = engine_available(backend)
     if version is None and not dry_run:
-        raise ValueError(INSTALL_HINT[backend])
+        raise BadInput(INSTALL_HINT[backend])
     if engine == "tensorrt" and version and not dry_run and not version.startswith(TARGET_TRTLLM):
-        raise ValueError(f"--engine tensorrt needs TensorRT-LLM {TARGET_TRTLLM}.x (found {version}): the TensorRT "
+        raise BadInput(f"--engine tensorrt needs TensorRT-LLM {TARGET_TRTLLM}.x (found {version}): the TensorRT "
                          "engine backend was removed after it; deploy with the PyTorch backend instead")
     with output_dir(out, overwrite) as tmp:
         shutil.copytree(checkpoint, tmp / "checkpoint", ignore=shutil.ignore_patterns("state", "metrics.jsonl"))

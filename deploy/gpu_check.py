@@ -1,8 +1,8 @@
 """GPU check of the FP8 path: quantize a small model on the GPU with ModelOpt, run the exported FP8 weights
 through real FP8 GEMMs (`torch._scaled_mm`), and compare with the fake-quantized model's logits.
 
-    python -m deploy.gpu_check --out gpu-check.json                      # a random 4-layer Llama
-    python -m deploy.gpu_check --model work/embedded/teacher --out gpu-check.json
+    python -m minitron.deploy.gpu_check --out gpu-check.json                      # a random 4-layer Llama
+    python -m minitron.deploy.gpu_check --model work/embedded/teacher --out gpu-check.json
 The comparison itself (`compare_fp8`) also runs on the CPU, where torch has FP8 `_scaled_mm` too; the tests
 use that, and only the timing needs the GPU.
 

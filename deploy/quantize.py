@@ -18,9 +18,12 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from minitron.core.errors import BadInput
+from minitron.core.measure import forward_kl, lm_loss
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,6 @@ def fake_quantize(model, calib_batches: list[torch.Tensor], kv_cache_fp8: bool =
 @torch.no_grad()
 def token_kl(reference, quantized, batches: list[torch.Tensor]) -> float:
     """Mean over tokens of KL(p_reference || p_quantized)."""
-    from compress.kd_loss import forward_kl
 
     device = next(reference.parameters()).device
     total = count = 0
@@ -104,26 +106,30 @@ def check_export(folder: Path, reference) -> dict:
 
 def quantize(model_dir: str, calib: str, out: str | Path, kv_cache: str = "auto", num_samples: int = 512,
              seq_len: int | None = None, batch_size: int = 8, dtype: str = "bfloat16", eval_blocks: int = 64,
-             eval_suite: str | None = None, device: str = "cpu", seed: int = 0, overwrite: bool = False) -> dict:
-    """Calibrate, fake-quantize, measure, export. Returns the record written to `out/minitron.json`."""
+             compare_models: Callable | None = None, device: str = "cpu", seed: int = 0, overwrite: bool = False
+             ) -> dict:
+    """Calibrate, fake-quantize, measure, export. Returns the record written to `out/minitron.json`.
+
+    `compare_models(reference, fp8, tokenizer) -> dict` adds a comparison of the two in-memory models to the
+    record's accuracy (an eval suite: `minitron.evals.scorers.suite_comparison`); the fake-quantized model exists
+    only here, before export, and the exported FP8 checkpoint needs a GPU engine to run."""
+    from minitron.compress.data import load_blocks
+    from minitron.core.gguf import local_model
+    from minitron.core.model_io import load_config, load_model, save_tokenizer
+    from minitron.core.records import check_output_dir, output_dir, write_record
     from transformers import AutoTokenizer
 
-    from compress.checkpoint import check_output_dir, load_config, load_model, output_dir, save_tokenizer, write_record
-    from compress.data import load_blocks
-    from compress.depth import lm_loss
-    from compress.gguf import local_model
-
     if kv_cache not in ("auto", "fp8"):
-        raise ValueError(f"--kv-cache must be auto (the model's dtype) or fp8, not {kv_cache!r}")
+        raise BadInput(f"--kv-cache must be auto (the model's dtype) or fp8, not {kv_cache!r}")
     if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}")
+        raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}")
     check_output_dir(out, overwrite)
     model_dir = local_model(model_dir)
     config = load_config(model_dir)  # refuses unsupported and already-quantized checkpoints
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     seq_len = seq_len or min(512, config.max_position_embeddings)
     if seq_len > config.max_position_embeddings:
-        raise ValueError(f"--seq-len {seq_len} exceeds the model's {config.max_position_embeddings} positions")
+        raise BadInput(f"--seq-len {seq_len} exceeds the model's {config.max_position_embeddings} positions")
     splits = load_blocks(calib, tokenizer, seq_len, seed=seed)  # calibration data fails here, before ModelOpt
     calib_batches = list(splits.calibration.take(num_samples).batches(batch_size))
     held_out = list(splits.val.take(eval_blocks).batches(batch_size))
@@ -141,8 +147,8 @@ def quantize(model_dir: str, calib: str, out: str | Path, kv_cache: str = "auto"
         accuracy["lm_loss_fp8"] = lm_loss(model, held_out)
         accuracy["lm_loss_delta"] = accuracy["lm_loss_fp8"] - accuracy["lm_loss_reference"]
         accuracy["token_kl"] = token_kl(reference, model, held_out)
-    if eval_suite:
-        accuracy["eval"] = _compare_on_suite(reference, model, tokenizer, eval_suite, device)
+    if compare_models is not None:
+        accuracy["eval"] = compare_models(reference, model, tokenizer)
     with output_dir(out, overwrite) as tmp:
         model.config.architectures = [type(model).__name__]  # ModelOpt's export needs it set
         export_hf_checkpoint(model, export_dir=tmp)
@@ -163,18 +169,3 @@ def quantize(model_dir: str, calib: str, out: str | Path, kv_cache: str = "auto"
 
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
-
-
-def _compare_on_suite(reference, quantized, tokenizer, suite_name: str, device: str) -> dict:
-    """The eval suite's headline metrics of both models, through the in-memory backend."""
-    from evals.backends import hf_lm
-    from evals.run import check_data, evaluate_suite
-    from evals.suites import load_suite
-
-    suite = load_suite(suite_name)
-    check_data(suite, data_dir=None)
-    scores = {}
-    for name, model in (("reference", reference), ("fp8", quantized)):
-        results = evaluate_suite(hf_lm(model, tokenizer=tokenizer, device=device), suite)
-        scores[name] = {t.task: results["results"][t.task][t.metric] for t in suite.tasks}
-    return {"suite": suite.name, **scores}

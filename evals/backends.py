@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import importlib.util
 
+from minitron.core.errors import BadInput, MissingDependency
+
 BACKENDS = ("hf", "vllm", "openai")
 
 
-class BackendUnavailable(ValueError):
-    pass
+class BackendUnavailable(MissingDependency):
+    """The model backend (its package or server) is not available here."""
 
 
 def hf_lm(model, tokenizer=None, device: str = "cpu", batch_size: int = 8):
@@ -27,7 +29,7 @@ def hf_lm(model, tokenizer=None, device: str = "cpu", batch_size: int = 8):
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         return HFLM(pretrained=str(model), device=device, batch_size=batch_size, dtype="auto")
     if tokenizer is None:
-        raise ValueError("an in-memory model needs its tokenizer")
+        raise BadInput("an in-memory model needs its tokenizer")
     return HFLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size)
 
 
@@ -44,8 +46,7 @@ def openai_lm(base_url: str, tokenizer: str | None = None, served_model: str | N
     """lm-eval's local-completions against `base_url` (e.g. http://localhost:8000/v1). Loglikelihood tasks need
     a server that returns prompt logprobs (`echo`); generation tasks work with any."""
     from lm_eval.models.openai_completions import LocalCompletionsAPI
-
-    from bench.openai import api_root, probe  # the same server check as the throughput sweeps
+    from minitron.core.server import api_root, probe  # the same server check as the throughput sweeps
 
     served = [m["id"] for m in probe(base_url)]
     model = served_model or (served[0] if served else None)
@@ -65,4 +66,4 @@ def make_lm(backend: str, model: str, device: str = "cpu", batch_size: int = 8, 
         return vllm_lm(model, batch_size=batch_size)
     if backend == "openai":
         return openai_lm(model, tokenizer=tokenizer, served_model=served_model)
-    raise ValueError(f"--backend {backend!r} is unknown; choose from {', '.join(BACKENDS)}")
+    raise BadInput(f"--backend {backend!r} is unknown; choose from {', '.join(BACKENDS)}")

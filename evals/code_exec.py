@@ -35,9 +35,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from minitron.core.errors import BadInput
 
 ALLOW_ENV = "MINITRON_ALLOW_CODE_EXECUTION"
 DEFAULT_TIMEOUT = 10.0
@@ -48,7 +51,7 @@ MAX_OPEN_FILES = 128
 DETAIL_CHARS = 2000
 
 
-class CodeExecutionNotAllowed(RuntimeError):
+class CodeExecutionNotAllowed(BadInput):
     """Raised instead of running model-generated code that the user has not agreed to run."""
 
 
@@ -138,9 +141,11 @@ def run_program(program: str, timeout: float = DEFAULT_TIMEOUT) -> ExecResult:
     return ExecResult(False, "error", f"killed by {sig.name}" + (f"\n{stderr}" if stderr else ""))
 
 
-# (program, timeout) -> result. Sampled completions repeat a lot (a confident model gives the same program in
-# most of its n=20 samples), and one evaluation scores each program once per metric call.
-_cache: dict[tuple[str, float], ExecResult] = {}
+CACHE_ENTRIES = 4096
+"""(program, timeout) -> result, the most recent entries. Sampled completions repeat a lot (a confident model gives
+the same program in most of its n=20 samples), and one evaluation scores each program once per metric call; the
+bound keeps a long process (a sweep of checkpoints) from growing without end."""
+_cache: OrderedDict[tuple[str, float], ExecResult] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -148,15 +153,19 @@ def run_many(programs: list[str], workers: int | None = None, timeout: float = D
     """Run programs in parallel subprocesses (threads only wait on them), each distinct program once."""
     check_allowed()
     with _cache_lock:
-        todo = [p for p in dict.fromkeys(programs) if (p, timeout) not in _cache]
+        known = {p: _cache[(p, timeout)] for p in dict.fromkeys(programs) if (p, timeout) in _cache}
+    todo = [p for p in dict.fromkeys(programs) if p not in known]
     if todo:
         workers = min(workers or os.cpu_count() or 1, len(todo))
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(lambda p: run_program(p, timeout), todo))
-        with _cache_lock:
-            _cache.update(((p, timeout), r) for p, r in zip(todo, results))
+            known |= dict(zip(todo, pool.map(lambda p: run_program(p, timeout), todo)))
     with _cache_lock:
-        return [_cache[(p, timeout)] for p in programs]
+        for program, result in known.items():
+            _cache[(program, timeout)] = result
+            _cache.move_to_end((program, timeout))
+        while len(_cache) > CACHE_ENTRIES:
+            _cache.popitem(last=False)
+    return [known[p] for p in programs]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -165,7 +174,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     Computed as a product, because the binomials overflow floats for the n of a real evaluation.
     """
     if not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+        raise BadInput(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
     if n - c < k:
         return 1.0
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))

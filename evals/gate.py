@@ -25,9 +25,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from minitron.core.errors import BadInput
+from minitron.core.stats import paired_difference
 
-class GateInputError(ValueError):
-    pass
+
+class GateInputError(BadInput):
+    """A baseline or candidate run the gate cannot judge: exit 2, not a verdict."""
 
 
 @dataclass
@@ -86,10 +89,7 @@ def compare_task(base: dict, cand: dict, task: str, metric_key: str, max_drop: f
     common = sorted(set(b_docs) & set(c_docs))
     drifted = sum(b_docs[h][1] != c_docs[h][1] for h in common)
     if common:
-        diffs = [sign * (c_docs[h][0] - b_docs[h][0]) for h in common]
-        delta = sum(diffs) / len(diffs)
-        var = sum((d - delta) ** 2 for d in diffs) / max(1, len(diffs) - 1)
-        stderr = math.sqrt(var / len(diffs))
+        delta, stderr = paired_difference([sign * (c_docs[h][0] - b_docs[h][0]) for h in common])
     else:
         delta = sign * (c_value - b_value)
         errs = [r["results"]["results"][task].get(f"{metric}_stderr,{filter_name}") for r in (base, cand)]

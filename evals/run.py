@@ -10,17 +10,21 @@ limit per call, so tasks are run in groups that share them, with the model loade
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from compress.checkpoint import output_dir, write_record
-from evals.suites import Suite, SuiteTask
-from evals.tasks import TASKS_DIR, task_manager
+from minitron.core.errors import BadInput, MissingInput
+from minitron.core.records import output_dir, write_record
+from minitron.evals.code_exec import ALLOW_ENV
+from minitron.evals.suites import Suite, SuiteTask
+from minitron.evals.tasks import TASKS_DIR, task_manager
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +40,36 @@ class _ExpectedNotices(logging.Filter):
         return not str(record.msg).startswith(self.EXPECTED)
 
 
-for _name in ("lm_eval.evaluator", "lm_eval.models.huggingface"):
-    logging.getLogger(_name).addFilter(_ExpectedNotices())
+@contextlib.contextmanager
+def _quiet_expected_notices():
+    """`_ExpectedNotices` on lm-eval's loggers for the length of one evaluation, not for the process."""
+    loggers, notices = [logging.getLogger(n) for n in ("lm_eval.evaluator", "lm_eval.models.huggingface")], _ExpectedNotices()
+    for logger in loggers:
+        logger.addFilter(notices)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(notices)
 
 
-class DataUnavailable(ValueError):
-    pass
+@contextlib.contextmanager
+def _environ(**values: str):
+    """Environment variables set for the block and restored after it (as they were, or unset)."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class DataUnavailable(MissingInput):
+    """A task's dataset is neither cached here nor reachable."""
 
 
 def hub_reachable(timeout: float = 2.0) -> bool:
@@ -56,24 +84,51 @@ def hub_reachable(timeout: float = 2.0) -> bool:
         return False
 
 
-def go_offline(data_dir: str | Path | None = None) -> None:
-    """Make datasets and the hub client fail fast instead of retrying; read datasets from `data_dir` (a
-    datasets cache) when given. Sets the environment and, where already imported, the libraries' flags."""
-    import sys
+@dataclass(frozen=True)
+class DataAccess:
+    """How an evaluation reaches its datasets, decided once by `check_data`: from the hub, or offline (from a
+    datasets cache `data_dir`, or with nothing to fetch), so that no library waits on the network."""
 
-    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
-    if data_dir is not None:
-        os.environ["HF_DATASETS_CACHE"] = str(Path(data_dir).resolve())
-    if "datasets" in sys.modules:
-        import datasets
+    offline: bool = False
+    data_dir: Path | None = None
 
-        datasets.config.HF_HUB_OFFLINE = True
-        if data_dir is not None:
-            datasets.config.HF_DATASETS_CACHE = Path(os.environ["HF_DATASETS_CACHE"])
-    if "huggingface_hub" in sys.modules:
-        import huggingface_hub.constants
+    @contextlib.contextmanager
+    def scope(self):
+        """For the block: offline when decided so, and reading (or filling) the datasets cache `data_dir` when
+        given; the environment and, where already imported, the libraries' own flags are restored after it."""
+        import sys
 
-        huggingface_hub.constants.HF_HUB_OFFLINE = True
+        env, flags = {}, []
+        if self.offline:
+            env |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+            flags += [("datasets.config", "HF_HUB_OFFLINE", True), ("huggingface_hub.constants", "HF_HUB_OFFLINE", True)]
+        if self.data_dir is not None:
+            env["HF_DATASETS_CACHE"] = str(self.data_dir)
+            flags.append(("datasets.config", "HF_DATASETS_CACHE", self.data_dir))
+        # a library imported inside the block reads the environment; one imported before has its flags set here
+        # and restored after
+        flags = [(sys.modules[name], attr, value) for name, attr, value in flags if name in sys.modules]
+        before = [(module, attr, getattr(module, attr)) for module, attr, _ in flags]
+        with _environ(**env):
+            for module, attr, value in flags:
+                setattr(module, attr, value)
+            try:
+                yield
+            finally:
+                for module, attr, value in before:
+                    setattr(module, attr, value)
+
+
+def fetch_datasets(suite: Suite, data_dir: str | Path) -> None:
+    """Download `suite`'s datasets into the datasets cache `data_dir` (needs the hub), for offline machines."""
+    from lm_eval.tasks import get_task_dict
+
+    if not hub_reachable():
+        raise MissingInput("the Hugging Face hub is not reachable from here; run `minitron eval fetch` on a machine "
+                           "with network access, then copy --data-dir over")
+    with DataAccess(data_dir=Path(data_dir).resolve()).scope():
+        for task in suite.tasks:  # building a task downloads its dataset into the cache
+            get_task_dict([task.task], task_manager(include_defaults=task.builtin))
 
 
 def needs_hub(task: SuiteTask) -> bool:
@@ -85,23 +140,23 @@ def needs_hub(task: SuiteTask) -> bool:
         if f"task: {task.task}\n" in text:
             local = "dataset_path: json" in text or "custom_dataset:" in text
             return not local
-    raise ValueError(f"unknown task {task.task!r}: no lm-eval config for it under {TASKS_DIR}")
+    raise BadInput(f"unknown task {task.task!r}: no lm-eval config for it under {TASKS_DIR}")
 
 
-def check_data(suite: Suite, data_dir: str | Path | None) -> None:
-    """Fail in seconds, naming the tasks and the fix, when their datasets cannot be had."""
+def check_data(suite: Suite, data_dir: str | Path | None) -> DataAccess:
+    """Fail in seconds, naming the tasks and the fix, when their datasets cannot be had; else how to reach them
+    (pass it to `evaluate_suite`)."""
     hub_tasks = [t.task for t in suite.tasks if needs_hub(t)]
     if data_dir is not None:
         if not Path(data_dir).is_dir():
             raise DataUnavailable(f"--data-dir {data_dir} does not exist")
-        go_offline(data_dir)
-    elif hub_tasks and not hub_reachable():
+        return DataAccess(offline=True, data_dir=Path(data_dir).resolve())
+    if hub_tasks and not hub_reachable():
         raise DataUnavailable(
             f"tasks {', '.join(hub_tasks)} read their datasets from the Hugging Face hub, which is not reachable "
             f"from here; pass --data-dir DIR with a datasets cache made where the hub is reachable "
             f"(`minitron eval fetch --suite {suite.name} --data-dir DIR`), or run --suite fixtures")
-    elif not hub_tasks:
-        go_offline()  # nothing to fetch: never let a library wait on the network
+    return DataAccess(offline=not hub_tasks)  # nothing to fetch: never let a library wait on the network
 
 
 def _effective_limit(task: SuiteTask, limit: int | None):
@@ -113,8 +168,16 @@ def _effective_limit(task: SuiteTask, limit: int | None):
 
 
 def evaluate_suite(lm, suite: Suite, limit: int | None = None, allow_code_execution: bool = False,
-                   seed: int = 1234) -> dict:
-    """lm-eval over every task of `suite` with `lm`; returns one merged lm-eval result (with samples)."""
+                   seed: int = 1234, data: DataAccess | None = None) -> dict:
+    """lm-eval over every task of `suite` with `lm`; returns one merged lm-eval result (with samples). `data`
+    is `check_data`'s decision (offline or not); `allow_code_execution` lets the code tasks run generated programs
+    during this call only."""
+    code_opt_in = {ALLOW_ENV: "1"} if allow_code_execution else {}
+    with (data or DataAccess()).scope(), _environ(**code_opt_in), _quiet_expected_notices():
+        return _evaluate(lm, suite, limit, allow_code_execution, seed)
+
+
+def _evaluate(lm, suite: Suite, limit: int | None, allow_code_execution: bool, seed: int) -> dict:
     import lm_eval
 
     groups: dict[tuple, list[str]] = defaultdict(list)
@@ -147,10 +210,8 @@ def check_code_execution(suite: Suite, allow: bool) -> None:
     """Code tasks run generated programs: refuse them up front unless --allow-code-execution was given."""
     code_tasks = [t.task for t in suite.tasks if any(k in t.task for k in ("humaneval", "mbpp"))]
     if code_tasks and not allow:
-        raise ValueError(f"tasks {', '.join(code_tasks)} execute model-generated code; pass "
+        raise BadInput(f"tasks {', '.join(code_tasks)} execute model-generated code; pass "
                          "--allow-code-execution to run them (each program runs in its own sandboxed subprocess)")
-    if allow:
-        os.environ["MINITRON_ALLOW_CODE_EXECUTION"] = "1"
 
 
 def write_run(out: str | Path, results: dict, suite: Suite, model: str, backend: str, overwrite: bool = False,

@@ -1,6 +1,6 @@
 """Before and after, as a person reads it: greedy answers of the teacher and each student to fixed chat prompts.
 
-    from evals.samples import write_samples
+    from minitron.evals.samples import write_samples
     write_samples({"teacher": "work/smollm2/teacher", "width": "work/smollm2/distilled"}, "results/smollm2/samples.md")
 
 Numbers say how much a student lost; a few answers say what that loss looks like. The prompts are fixed, the
@@ -35,7 +35,7 @@ def greedy_answers(model_dir: str | Path, prompts=PROMPTS, max_new_tokens: int =
                    ) -> list[str]:
     """Each prompt as one user turn through the model's chat template, answered greedily (one batch, padded
     on the left so every answer starts right after its prompt)."""
-    from compress.checkpoint import load_model
+    from minitron.core.model_io import load_model
 
     model, tokenizer = load_model(model_dir, dtype=torch.float32, device=device)
     tokenizer.padding_side = "left"

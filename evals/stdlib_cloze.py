@@ -1,10 +1,10 @@
 """`minitron_stdlib_cloze`: an accuracy task the embedded default can actually do, from text it never saw.
 
-    python -m evals.stdlib_cloze          # regenerate evals/fixtures/stdlib_cloze/validation.jsonl
+    python -m minitron.evals.stdlib_cloze          # regenerate evals/fixtures/stdlib_cloze/validation.jsonl
 
 The paper's benchmarks sit at chance for a 2M-parameter model, so the depth scan's "downstream accuracy"
 (Figure 9) and the tiny eval table need a task in the embedded default's own domain. Each item is a point in
-a paragraph of a held-out topic of the Python reference manual (`compress.embedded.is_held_out`) that no
+a paragraph of a held-out topic of the Python reference manual (`minitron.core.stdlib_corpus.is_held_out`) that no
 training corpus contains, cut into a context and its true ending; each wrong choice is the ending with two of
 its words swapped, so the task asks for word order in context (BLiMP-like). That is within reach of a small
 model: with the endings of other paragraphs as distractors it sat at chance, with fully shuffled endings
@@ -64,7 +64,7 @@ def cloze_items(topics: list[str], seen: str = "", seed: int = 0, max_context_wo
 
 
 def main() -> None:
-    from compress.embedded import code_documents, prose_documents, reference_topics
+    from minitron.core.stdlib_corpus import code_documents, prose_documents, reference_topics
 
     seen = " ".join(" ".join(prose_documents() + code_documents()).split())
     items = cloze_items(reference_topics(held_out=True), seen=seen)

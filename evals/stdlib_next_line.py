@@ -1,10 +1,10 @@
 """`minitron_stdlib_next_line`: which of four lines comes next in standard-library code the model never saw.
 
-    python -m evals.stdlib_next_line      # regenerate evals/fixtures/stdlib_next_line/validation.jsonl
+    python -m minitron.evals.stdlib_next_line      # regenerate evals/fixtures/stdlib_next_line/validation.jsonl
 
 The stdlib cloze task (evals/stdlib_cloze.py) is prose, and SmolLM2-135M gets all of it right, so it cannot
 tell the teacher from its corrected self. This one is code: a tenth of the standard library's modules, chosen by
-name (`compress.embedded.is_held_out_module`), are kept out of the stdlib corpus, and each item is a point in
+name (`minitron.core.stdlib_corpus.is_held_out_module`), are kept out of the stdlib corpus, and each item is a point in
 one of them: the lines before a one-line statement as context, the statement as the true choice, and three other
 one-line statements of the same module at the same indentation as distractors. Scored by the log-likelihood of
 each line (chance 25%). The model's pretraining may well have seen CPython; the comparisons that matter are
@@ -47,7 +47,7 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
 
-def next_line_items(sources: list[str], per_module: int = 12, seed: int = 0) -> list[dict]:
+def next_line_items(sources: list[str], per_module: int = 18, seed: int = 0) -> list[dict]:
     """Up to `per_module` items from each source, spread evenly over its one-line statements."""
     rng = random.Random(seed)
     items = []
@@ -68,9 +68,12 @@ def next_line_items(sources: list[str], per_module: int = 12, seed: int = 0) -> 
 
 
 def main() -> None:
-    from compress.embedded import code_documents
+    from minitron.core.stdlib_corpus import code_documents, prose_documents
 
-    items = next_line_items(code_documents(held_out=True))
+    seen = "\n".join(code_documents(held_out=False) + prose_documents())  # what the stdlib corpus trains on
+    # a held-out module can share code with one that is not (gzip, bz2 and lzma open files alike): such an item
+    # would test memory of the training data, so it is left out
+    items = [item for item in next_line_items(code_documents(held_out=True)) if item["context"] not in seen]
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)
     FIXTURE.write_text("".join(json.dumps(item) + "\n" for item in items))
     print(f"wrote {len(items)} items to {FIXTURE}")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from minitron.core.errors import BadInput, MissingInput
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 PAPER_DIR = Path(__file__).resolve().parent / "paper"
@@ -61,24 +62,24 @@ def load_suite(name_or_path: str) -> Suite:
     if not path.suffix:
         path = SUITES_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
-            raise ValueError(f"unknown suite {name_or_path!r}; shipped suites: {', '.join(available())}, "
+            raise BadInput(f"unknown suite {name_or_path!r}; shipped suites: {', '.join(available())}, "
                              "or pass a suite YAML file")
     elif not path.is_file():
-        raise FileNotFoundError(f"no suite file at {path}")
+        raise MissingInput(f"no suite file at {path}")
     data = yaml.safe_load(path.read_text()) or {}
     unknown = set(data) - {"name", "tasks", "unsupported", "paper_table"}
     if unknown:
-        raise ValueError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}; allowed: name, tasks, "
+        raise BadInput(f"{path}: unknown field(s) {', '.join(sorted(unknown))}; allowed: name, tasks, "
                          "unsupported, paper_table")
     if not data.get("tasks"):
-        raise ValueError(f"{path}: a suite needs a non-empty `tasks` list")
+        raise BadInput(f"{path}: a suite needs a non-empty `tasks` list")
     try:
         tasks = tuple(SuiteTask(**t) for t in data["tasks"])
         unsupported = tuple(Unsupported(**u) for u in data.get("unsupported") or [])
     except TypeError as err:
-        raise ValueError(f"{path}: {err}; task fields: task, num_fewshot, metric, limit, paper_row") from None
+        raise BadInput(f"{path}: {err}; task fields: task, num_fewshot, metric, limit, paper_row") from None
     names = [t.task for t in tasks]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: a task is listed twice")
+        raise BadInput(f"{path}: a task is listed twice")
     return Suite(name=data.get("name", path.stem), tasks=tasks, unsupported=unsupported,
                  paper_table=data.get("paper_table"))

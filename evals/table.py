@@ -12,10 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-
-from compress.checkpoint import output_dir
-from evals.gate import GateInputError, load_run
-from evals.suites import PAPER_DIR
+from minitron.core.records import output_dir
+from minitron.evals.gate import GateInputError, load_run
+from minitron.evals.suites import PAPER_DIR
 
 
 def run_label(run: dict) -> str:

@@ -17,7 +17,8 @@ case "${1:-run}" in
   run)
     python3 -m pip install --no-index --find-links wheelhouse --no-deps minitron
     python3 -m pip install --no-index --find-links wheelhouse nvidia-modelopt transformers safetensors pyyaml typer
-    python3 -m deploy.gpu_check --out gpu-check.json
+    out=$PWD/gpu-check.json  # run outside the checkout: its minitron/ folder would shadow the installed package
+    (cd /tmp && python3 -m minitron.deploy.gpu_check --out "$out")
     ;;
   *) echo "usage: $0 wheels|run" >&2; exit 2 ;;
 esac

@@ -10,7 +10,7 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install -q "${TORCH_SPEC:-torch==2.13.0}" 2> >(grep -v "is ignored: it is neither" >&2)
 fi
-if ! .venv/bin/python -c "import compress, minitron, pytest, pyarrow" 2>/dev/null || [ pyproject.toml -nt .venv/.installed ] \
+if ! .venv/bin/python -c "import minitron.compress, pytest, pyarrow" 2>/dev/null || [ pyproject.toml -nt .venv/.installed ] \
     || [ constraints.txt -nt .venv/.installed ]; then
   constraints=constraints.txt  # the versions results/ was measured with; MINITRON_UNPINNED=1 takes the newest
   [ -z "${MINITRON_UNPINNED:-}" ] || constraints=/dev/null

@@ -7,8 +7,7 @@ import sysconfig
 
 import pytest
 import torch
-
-from compress.tokenizer import train_tokenizer
+from minitron.compress.tokenizer import train_tokenizer
 
 FAMILIES = ["llama", "mistral", "qwen2"]
 

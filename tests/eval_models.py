@@ -35,7 +35,7 @@ class OracleLM(LM):
     def __init__(self, task_manager=None, task_names=()):
         super().__init__()
         if task_manager is None:
-            from evals.tasks import task_manager as ours
+            from minitron.evals.tasks import task_manager as ours
 
             task_manager = ours(include_defaults=False)
         self.task_manager = task_manager

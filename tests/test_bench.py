@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from bench import ideal, records, report, target, workload
-from compress.checkpoint import save_checkpoint
 from conftest import tiny_model
+from minitron.bench import ideal, records, report, target, workload
+from minitron.core.model_io import save_checkpoint
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -90,7 +89,7 @@ def test_append_survives_a_torn_last_line_and_resume_keys(tmp_path):
     assert [r["isl"] for r in records.read_records(path)] == [16, 32]
     assert {records.record_key(r) for r in records.read_records(path)} == {("a", "hf", 4, 16, 8), ("a", "hf", 4, 32, 8)}
     path.write_text("not json\n" + json.dumps(a) + "\n")
-    with pytest.raises(ValueError, match="records.jsonl:1 is not a JSON record"):
+    with pytest.raises(ValueError, match="records.jsonl:1 is not valid JSON"):
         records.read_records(path)
 
 
@@ -130,9 +129,8 @@ def test_token_cost_by_hand():
 def test_the_papers_depth_and_width_models_have_the_ideal_speedups_of_figure_10():
     """Llama-3.1-8B (batch 32) against its 4B students (batch 64), FP8 weights and KV, over the default grid:
     the bytes ratio is near the paper's measured 2.7x (depth) and 1.8x (width), and above it, as an ideal is."""
+    from minitron.core.arch import Dims, derive_config
     from transformers import LlamaConfig
-
-    from compress.arch import Dims, derive_config
 
     config = LlamaConfig(**json.loads((RECIPES / "configs/llama-3.1-8b.json").read_text()))
     teacher = target.arch_summary(config)

@@ -14,14 +14,13 @@ import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-from bench import trtllm, vllm
-from bench.process import EngineFailed, EngineUnavailable
-from bench.records import RECORDS_NAME, read_records
-from bench.sweep import Settings, sweep
-from bench.target import resolve
-from compress.checkpoint import save_checkpoint
 from conftest import tiny_model
+from minitron.bench import trtllm, vllm
+from minitron.bench.records import RECORDS_NAME, read_records
+from minitron.bench.sweep import Settings, sweep
+from minitron.bench.target import resolve
+from minitron.core.errors import EngineFailed, EngineUnavailable
+from minitron.core.model_io import save_checkpoint
 
 SMALL = Settings(batch_size=4, num_requests=8, repeats=2, warmup=4)
 

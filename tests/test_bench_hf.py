@@ -4,14 +4,14 @@ run, exact lengths, resume, the report with measured beside ideal speedups, and 
 import pytest
 import torch
 import typer
-
-import minitron
-from bench.cli import bench_app
-from bench.hf import generate_batch
-from bench.records import RECORDS_NAME, read_records
-from compress.checkpoint import save_checkpoint
-from compress.depth import drop_layers
 from conftest import sample_ids, tiny_model
+from minitron.bench.hf import generate_batch
+from minitron.bench.records import RECORDS_NAME, read_records
+from minitron.compress.depth import drop_layers
+from minitron.core.model_io import save_checkpoint
+
+from minitron import cli
+from minitron.cli.bench import bench_app
 
 GRID = "16/8,32/16"
 SMALL = ["--batch-size", 4, "--num-requests", 8, "--repeats", 2]
@@ -103,11 +103,11 @@ def test_bad_input_fails_before_running_and_keeps_the_records(swept, models, tmp
 
 
 def test_top_level_command_maps_bad_input_to_exit_2(models, tmp_path, capsys, monkeypatch):
-    """Through `minitron.main` with bench registered as minitron.py registers it: one line, exit 2."""
+    """Through `minitron.main` with bench registered as minitron/cli.py registers it: one line, exit 2."""
     app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
     app.add_typer(bench_app, name="bench")
-    monkeypatch.setattr(minitron, "app", app)
-    code = minitron.main(["bench", "sweep", "--backend", "trtllm", "--model", str(models / "teacher"),
+    monkeypatch.setattr(cli, "app", app)
+    code = cli.main(["bench", "sweep", "--backend", "trtllm", "--model", str(models / "teacher"),
                           "--out", str(tmp_path / "out"), "--isl-osl", "16/8"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --backend trtllm takes a deployment folder") and "Traceback" not in err

@@ -6,11 +6,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import stdlib_texts, tiny_model
+from minitron.core.model_io import save_checkpoint
 from transformers import AutoConfig, AutoModelForCausalLM
 
-import minitron
-from compress.checkpoint import save_checkpoint
-from conftest import stdlib_texts, tiny_model
+from minitron import cli
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def workspace(tmp_path_factory, tokenizer):
 
 
 def run(*args) -> int:
-    return minitron.main([str(a) for a in args])
+    return cli.main([str(a) for a in args])
 
 
 @pytest.fixture(autouse=True)

@@ -14,10 +14,9 @@ from pathlib import Path
 import lm_eval
 import pytest
 from lm_eval.api.model import LM
-
-from evals import code_exec
-from evals.code_exec import CodeExecutionNotAllowed, pass_at_k, run_many, run_program
-from evals.tasks import task_manager
+from minitron.evals import code_exec
+from minitron.evals.code_exec import CodeExecutionNotAllowed, pass_at_k, run_many, run_program
+from minitron.evals.tasks import task_manager
 
 CODE_TASKS = ["minitron_humaneval", "minitron_humaneval_n20", "minitron_mbpp", "minitron_fixture_humaneval",
               "minitron_fixture_mbpp"]

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import typer
+from minitron.compress.curves import plot, plot_curves, read_metrics
 from typer.testing import CliRunner
-
-from compress.curves import plot, plot_curves, read_metrics
 
 
 def _write_log(path: Path, steps: int, tokens_per_step: int, *, resumed_at: int | None = None,

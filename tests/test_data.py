@@ -14,11 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from compress import data
-from compress.data import DataError, calibration_blocks, load_blocks, read_documents, tokenize_corpus
-from compress.tokenizer import train_tokenizer
 from conftest import stdlib_texts
+from minitron.compress import data
+from minitron.compress.data import DataError, calibration_blocks, load_blocks, read_documents, tokenize_corpus
+from minitron.compress.tokenizer import train_tokenizer
 
 EOS = 1
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import stdlib_texts, tiny_model
+from minitron.core.model_io import save_checkpoint
 from safetensors.torch import load_file
 
-import minitron
-from compress.checkpoint import save_checkpoint
-from conftest import stdlib_texts, tiny_model
+from minitron import cli
 
 pytest.importorskip("modelopt")
 DOCUMENTED = json.loads((Path(__file__).parent / "data" / "trtllm_documented_flags.json").read_text())
@@ -26,7 +26,7 @@ def quantized(tmp_path_factory, tokenizer):
     import os
 
     os.environ["MINITRON_CACHE"] = str(root / "cache")
-    assert minitron.main(["quantize", "--model", str(root / "model"), "--calib", str(root / "calib.txt"), "--out",
+    assert cli.main(["quantize", "--model", str(root / "model"), "--calib", str(root / "calib.txt"), "--out",
                           str(root / "fp8"), "--kv-cache", "fp8", "--seq-len", "32", "--num-samples", "16",
                           "--dtype", "float32", "--eval-blocks", "8"]) == 0
     return root
@@ -62,7 +62,7 @@ def flags(command: str) -> set[str]:
 
 def test_trtllm_deployment_uses_only_documented_flags(quantized, capsys):
     out = quantized / "trtllm"
-    assert minitron.main(["deploy", "--checkpoint", str(quantized / "fp8"), "--backend", "trtllm", "--out", str(out),
+    assert cli.main(["deploy", "--checkpoint", str(quantized / "fp8"), "--backend", "trtllm", "--out", str(out),
                           "--dry-run"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["quantization"] == "fp8" and manifest["kv_cache_dtype"] == "fp8"
@@ -85,7 +85,7 @@ def test_trtllm_deployment_uses_only_documented_flags(quantized, capsys):
 
 
 def test_tensorrt_engine_options_fit_the_engine_backend(quantized):
-    from deploy.deploy import checkpoint_facts, commands, size_deployment, trtllm_options
+    from minitron.deploy.deploy import checkpoint_facts, commands, size_deployment, trtllm_options
 
     facts = checkpoint_facts(quantized / "fp8")
     sizing = size_deployment(facts)
@@ -101,7 +101,7 @@ def test_tensorrt_engine_options_fit_the_engine_backend(quantized):
 
 def test_vllm_deployment_uses_only_documented_flags(quantized):
     out = quantized / "vllm"
-    assert minitron.main(["deploy", "--checkpoint", str(quantized / "fp8"), "--backend", "vllm", "--out", str(out),
+    assert cli.main(["deploy", "--checkpoint", str(quantized / "fp8"), "--backend", "vllm", "--out", str(out),
                           "--dry-run"]) == 0
     commands = json.loads((out / "manifest.json").read_text())["commands"]
     assert flags(commands["serve"]) <= set(DOCUMENTED["vllm serve"])
@@ -111,7 +111,7 @@ def test_vllm_deployment_uses_only_documented_flags(quantized):
 
 def test_deploy_without_the_engine_says_what_to_install(quantized, capsys):
     out = quantized / "nothing"
-    assert minitron.main(["deploy", "--checkpoint", str(quantized / "fp8"), "--backend", "trtllm", "--out",
+    assert cli.main(["deploy", "--checkpoint", str(quantized / "fp8"), "--backend", "trtllm", "--out",
                           str(out)]) == 2
     assert "TensorRT-LLM is not installed" in capsys.readouterr().err and not out.exists()
 
@@ -126,7 +126,7 @@ def test_bad_deploy_input(quantized, capsys, args, message):
     base = ["deploy", "--checkpoint", str(quantized / "fp8"), "--out", str(out), "--dry-run"]
     if "--backend" not in args:
         base += ["--backend", "trtllm"]
-    assert minitron.main(base + args) == 2
+    assert cli.main(base + args) == 2
     assert message in capsys.readouterr().err and not out.exists()
 
 
@@ -143,7 +143,7 @@ def test_quantize_refuses_bad_input(quantized, tmp_path, capsys):
         (["--model", str(quantized / "model"), "--seq-len", "100000"], "exceeds the model's"),
     ]
     for extra, message in cases:
-        assert minitron.main(base + extra) == 2, extra
+        assert cli.main(base + extra) == 2, extra
         assert message in capsys.readouterr().err
         assert not (tmp_path / "q").exists()
 
@@ -151,7 +151,7 @@ def test_quantize_refuses_bad_input(quantized, tmp_path, capsys):
 def test_real_fp8_gemms_match_fake_quantization():
     """The GPU check's comparison, on the CPU (torch has FP8 _scaled_mm there too): each exported FP8 layer run
     as a real FP8 GEMM reproduces the fake-quantized layer to within rounding."""
-    from deploy.gpu_check import compare_fp8
+    from minitron.deploy.gpu_check import compare_fp8
 
     model = tiny_model("llama", hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=128).to(torch.bfloat16)
     generator = torch.Generator().manual_seed(0)

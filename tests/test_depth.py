@@ -5,12 +5,12 @@ import copy
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
-
-from compress.checkpoint import save_checkpoint
-from compress.depth import Scorer, best_block, drop_layers, layers_removed, lm_loss_scorer, parse_layers, plot_scan, scan
-from compress.importance import estimate_importance
 from conftest import FAMILIES, sample_ids, tiny_model
+from minitron.compress.depth import best_block, drop_layers, layers_removed, parse_layers, plot_scan, scan
+from minitron.compress.importance import estimate_importance
+from minitron.core.measure import Scorer, lm_loss_scorer
+from minitron.core.model_io import save_checkpoint
+from transformers import AutoModelForCausalLM
 
 
 def logits(model, ids):

@@ -5,14 +5,14 @@ import json
 import time
 
 import pytest
-
-import minitron
-from compress.checkpoint import save_checkpoint
 from conftest import stdlib_texts, tiny_model
 from eval_models import OracleLM
-from evals.gate import gate
-from evals.run import evaluate_suite, write_run
-from evals.suites import load_suite
+from minitron.core.model_io import save_checkpoint
+from minitron.evals.gate import gate
+from minitron.evals.run import evaluate_suite, write_run
+from minitron.evals.suites import load_suite
+
+from minitron import cli
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +41,7 @@ def suite_file(tmp_path, name, fewshot):
 def test_fixture_suite_on_a_tiny_model_is_deterministic(model_dir, tmp_path):
     outs = [tmp_path / "a", tmp_path / "b"]
     for out in outs:
-        assert minitron.main(["eval", "run", "--model", str(model_dir), "--suite", "fixtures", "--out", str(out),
+        assert cli.main(["eval", "run", "--model", str(model_dir), "--suite", "fixtures", "--out", str(out),
                               "--label", "tiny"]) == 0
     first, second = (json.loads((o / "results.json").read_text())["results"] for o in outs)
     assert first == second
@@ -56,7 +56,7 @@ def test_fixture_suite_on_a_tiny_model_is_deterministic(model_dir, tmp_path):
     assert record["suite"] == "fixtures" and record["provenance"]["git_sha"] is not None
     samples = (outs[0] / "samples" / "minitron_fixture_winogrande.jsonl").read_text().splitlines()
     assert len(samples) == 20 and "prompt_hash" in json.loads(samples[0])
-    assert minitron.main(["eval", "gate", str(outs[0]), str(outs[1])]) == 0
+    assert cli.main(["eval", "gate", str(outs[0]), str(outs[1])]) == 0
 
 
 class DegradedOracle(OracleLM):
@@ -71,7 +71,7 @@ def test_gate_fails_a_degraded_model_and_flags_a_changed_prompt(tmp_path, capsys
     suite = load_suite(str(suite_file(tmp_path, "mini", 2)))
     write_run(tmp_path / "oracle", evaluate_suite(OracleLM(), suite), suite, "oracle", "memory")
     write_run(tmp_path / "degraded", evaluate_suite(DegradedOracle(), suite), suite, "degraded", "memory")
-    assert minitron.main(["eval", "gate", str(tmp_path / "oracle"), str(tmp_path / "degraded")]) == 1
+    assert cli.main(["eval", "gate", str(tmp_path / "oracle"), str(tmp_path / "degraded")]) == 1
     out = capsys.readouterr().out
     assert "minitron_fixture_winogrande" in out and "REGRESSED" in out
     changed = load_suite(str(suite_file(tmp_path, "mini", 3)))  # same suite name, other few-shot: new prompts
@@ -84,7 +84,7 @@ def test_table_of_two_runs_beside_the_paper(tmp_path, capsys):
     suite = load_suite(str(suite_file(tmp_path, "mini", 2)))
     write_run(tmp_path / "oracle", evaluate_suite(OracleLM(), suite), suite, "oracle", "memory", label="teacher")
     write_run(tmp_path / "worse", evaluate_suite(DegradedOracle(), suite), suite, "worse", "memory", label="student")
-    assert minitron.main(["eval", "table", str(tmp_path / "oracle"), str(tmp_path / "worse"), "--out",
+    assert cli.main(["eval", "table", str(tmp_path / "oracle"), str(tmp_path / "worse"), "--out",
                           str(tmp_path / "table"), "--paper-columns", "Llama 3.1 8B"]) == 0
     csv = (tmp_path / "table" / "table.csv").read_text()
     assert "student vs teacher" in csv and "paper: Llama 3.1 8B" in csv and "77.3" in csv
@@ -99,7 +99,7 @@ def test_depth_scan_scores_blocks_by_winogrande(model_dir, tmp_path, monkeypatch
                         classmethod(lambda cls, *a, **k: loads.append(a) or original(cls, *a, **k)))
     (tmp_path / "calib.txt").write_text("\n\n".join(stdlib_texts(3)))
     out = tmp_path / "depth"
-    assert minitron.main(["prune", "depth", "--model", str(model_dir), "--calib", str(tmp_path / "calib.txt"),
+    assert cli.main(["prune", "depth", "--model", str(model_dir), "--calib", str(tmp_path / "calib.txt"),
                           "--out", str(out), "--num-layers", "2", "--metric", "fixture-winogrande",
                           "--seq-len", "32", "--num-samples", "4"]) == 0
     header = (out / "depth_scan.csv").read_text().splitlines()[0]
@@ -119,7 +119,7 @@ def test_depth_scan_scores_blocks_by_winogrande(model_dir, tmp_path, monkeypatch
 def test_bad_input_exits_2_fast(model_dir, tmp_path, capsys, args, message):
     started = time.perf_counter()
     model = [] if "--model" in args else ["--model", str(model_dir)]
-    assert minitron.main(["eval", "run", *model, "--out", str(tmp_path / "out"), *args]) == 2
+    assert cli.main(["eval", "run", *model, "--out", str(tmp_path / "out"), *args]) == 2
     assert message in capsys.readouterr().err
     assert time.perf_counter() - started < 10 and not (tmp_path / "out").exists()
 
@@ -127,7 +127,7 @@ def test_bad_input_exits_2_fast(model_dir, tmp_path, capsys, args, message):
 def test_unknown_task_in_a_user_suite(model_dir, tmp_path, capsys):
     path = tmp_path / "mine.yaml"
     path.write_text("name: mine\ntasks:\n  - {task: minitron_no_such_task}\n")
-    assert minitron.main(["eval", "run", "--model", str(model_dir), "--suite", str(path), "--out",
+    assert cli.main(["eval", "run", "--model", str(model_dir), "--suite", str(path), "--out",
                           str(tmp_path / "out")]) == 2
     assert "unknown task 'minitron_no_such_task'" in capsys.readouterr().err
 
@@ -136,6 +136,6 @@ def test_data_dir_without_the_dataset_names_it(model_dir, tmp_path, capsys):
     (tmp_path / "cache").mkdir(exist_ok=True)
     path = tmp_path / "hub.yaml"
     path.write_text("name: hub\ntasks:\n  - {task: minitron_xlsum_en, num_fewshot: 0, metric: 'rougeL,none'}\n")
-    assert minitron.main(["eval", "run", "--model", str(model_dir), "--suite", str(path), "--out", str(tmp_path / "o"),
+    assert cli.main(["eval", "run", "--model", str(model_dir), "--suite", str(path), "--out", str(tmp_path / "o"),
                           "--data-dir", str(tmp_path / "cache")]) == 2
     assert "minitron_xlsum_en" in capsys.readouterr().err

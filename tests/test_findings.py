@@ -1,4 +1,4 @@
-"""findings.py: each verdict follows from the measurements by its rule, held or not, and the folder says so."""
+"""minitron/findings.py: each verdict follows from the measurements by its rule, held or not, and the folder says so."""
 
 import json
 from types import SimpleNamespace
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-import findings
+from minitron import findings
 
 RUNS = ["correct", "distill", "distill-original", "distill-parallel", "distill-random-init", "distill-random-pruning",
         "train-lm-loss", "distill-depth"]
@@ -150,9 +150,8 @@ def test_a_difference_within_the_noise_is_inconclusive_and_an_fp8_drop_fails(fol
 def test_paired_losses_decide_with_their_standard_error(tmp_path, tokenizer):
     """Two copies of one model are inconclusive; a damaged copy loses by far more than its noise."""
     import torch
-
-    from compress.checkpoint import save_checkpoint
     from conftest import stdlib_texts, tiny_model
+    from minitron.core.model_io import save_checkpoint
 
     model = tiny_model("llama", layers=2)
     save_checkpoint(model, tokenizer, tmp_path / "a")

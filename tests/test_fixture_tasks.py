@@ -19,8 +19,7 @@ import lm_eval  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from eval_models import ConstantLM, OracleLM  # noqa: E402
-
-from evals.tasks import FIXTURES_DIR, task_manager  # noqa: E402
+from minitron.evals.tasks import FIXTURES_DIR, task_manager  # noqa: E402
 
 # Few-shot counts of the fixture suite (the paper's 25-shot ARC and 10-shot HellaSwag cut to 5 for speed).
 SHOTS = {

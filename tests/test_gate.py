@@ -3,10 +3,10 @@
 import json
 
 import pytest
+from minitron.evals.gate import GateInputError, gate
+from minitron.evals.table import write_table
 
-import minitron
-from evals.gate import GateInputError, gate
-from evals.table import write_table
+from minitron import cli
 
 
 def make_run(folder, per_doc: list[float], suite="fixtures", prompts=None, label=None, metric="acc"):
@@ -37,7 +37,7 @@ def test_a_run_passes_against_itself(tmp_path):
     run = make_run(tmp_path / "a", BASE)
     verdicts = gate(run, run)
     assert [v.status for v in verdicts] == ["ok"] and verdicts[0].paired == 100 and verdicts[0].delta == 0
-    assert minitron.main(["eval", "gate", str(run), str(run)]) == 0
+    assert cli.main(["eval", "gate", str(run), str(run)]) == 0
 
 
 def test_a_consistent_drop_fails_and_noise_does_not(tmp_path, capsys):
@@ -45,7 +45,7 @@ def test_a_consistent_drop_fails_and_noise_does_not(tmp_path, capsys):
     worse = list(BASE)
     for i in range(0, 100, 10):  # ten documents it used to get right, now wrong: -10 points, paired
         worse[i] = 0
-    assert minitron.main(["eval", "gate", str(base), str(make_run(tmp_path / "worse", worse))]) == 1
+    assert cli.main(["eval", "gate", str(base), str(make_run(tmp_path / "worse", worse))]) == 1
     assert "1 regressed: minitron_fixture_winogrande" in capsys.readouterr().out
     swapped = list(BASE)  # one document lost, another gained: no net change
     swapped[0], swapped[1] = 0, 1
@@ -72,9 +72,9 @@ def test_retraining_noise_widens_the_standard_error(tmp_path):
     verdict = gate(base, make_run(tmp_path / "worse", worse), retrain_sd=0.03)[0]
     assert verdict.status == "ok" and abs(verdict.stderr - (0.0224 ** 2 + 2 * 0.03 ** 2) ** 0.5) < 0.002
     much_worse = [0 if i % 5 == 0 else v for i, v in enumerate(BASE)]
-    assert minitron.main(["eval", "gate", str(base), str(make_run(tmp_path / "much", much_worse)),
+    assert cli.main(["eval", "gate", str(base), str(make_run(tmp_path / "much", much_worse)),
                           "--retrain-sd", "0.03"]) == 1
-    assert minitron.main(["eval", "gate", str(base), str(base), "--retrain-sd", "3"]) == 2
+    assert cli.main(["eval", "gate", str(base), str(base), "--retrain-sd", "3"]) == 2
 
 
 def test_a_changed_prompt_is_drift_not_regression(tmp_path, capsys):
@@ -83,16 +83,16 @@ def test_a_changed_prompt_is_drift_not_regression(tmp_path, capsys):
     changed = make_run(tmp_path / "changed", worse, prompts=[f"new{i}" for i in range(100)])
     verdict = gate(base, changed)[0]
     assert verdict.status == "drift" and verdict.drifted == 100
-    assert minitron.main(["eval", "gate", str(base), str(changed)]) == 0
+    assert cli.main(["eval", "gate", str(base), str(changed)]) == 0
     assert "prompt drift (not judged): minitron_fixture_winogrande" in capsys.readouterr().out
 
 
 def test_unusable_input_exits_2(tmp_path, capsys):
     base = make_run(tmp_path / "base", BASE)
     other = make_run(tmp_path / "other", BASE, suite="base")
-    assert minitron.main(["eval", "gate", str(base), str(other)]) == 2
+    assert cli.main(["eval", "gate", str(base), str(other)]) == 2
     assert "different suites" in capsys.readouterr().err
-    assert minitron.main(["eval", "gate", str(base), str(tmp_path)]) == 2
+    assert cli.main(["eval", "gate", str(base), str(tmp_path)]) == 2
     assert "not an eval run folder" in capsys.readouterr().err
     with pytest.raises(GateInputError):
         gate(base, tmp_path / "missing")

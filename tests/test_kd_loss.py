@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from compress.kd_loss import chunked_kd_loss, chunked_lm_loss, forward_kl, hidden_states, lm_head_of
+from minitron.compress.kd_loss import chunked_kd_loss, chunked_lm_loss, hidden_states, lm_head_of
+from minitron.core.measure import forward_kl
 
 B, S, H_S, H_T, V = 2, 13, 16, 24, 97  # 26 tokens: chunk sizes 1, 4, 7 and 26 split them evenly or not
 ATOL = 1e-5

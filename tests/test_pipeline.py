@@ -4,10 +4,10 @@ import json
 
 import pytest
 import yaml
-
-import pipeline
-from compress.checkpoint import save_checkpoint
 from conftest import stdlib_texts, tiny_model
+from minitron.core.model_io import save_checkpoint
+
+from minitron import pipeline
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_an_interrupted_stage_resumes(recipe):
         pipeline._mark(stage, complete=True)
     distill = stages[2]
     pipeline._mark(distill, complete=False)  # started, then killed after its first checkpoint
-    from compress.train import fit
+    from minitron.compress.train import fit
 
     cfg = pipeline._train_config(yaml.safe_load(recipe.read_text())["distill"], kd=True, precision="auto")
     fit(str(stages[1].out), str(recipe.parent / "data.txt"), distill.out, cfg,
@@ -96,7 +96,7 @@ def test_findings_need_a_depth_student_and_their_baselines_a_corrected_teacher(r
     body["findings"]["depht"] = 2
     body["prune"]["depth_layers"] = 2
     recipe.write_text(yaml.safe_dump(body))
-    with pytest.raises(ValueError, match="findings takes `out`"):
+    with pytest.raises(ValueError, match="findings: unknown field depht; allowed: baselines, depth_scan, out, seeds, tolerance"):
         pipeline.plan(recipe)
     del body["findings"]["depht"]
     body.pop("correct")
@@ -114,7 +114,7 @@ def test_findings_need_a_depth_student_and_their_baselines_a_corrected_teacher(r
     body["findings"]["seeds"] = 1
     body["findings"]["depth_scan"] = {"metric": "stdlib-next-line", "scan_lengths": "1,2", "scan_samles": 2}
     recipe.write_text(yaml.safe_dump(body))
-    with pytest.raises(ValueError, match="findings.depth_scan takes `metric`"):
+    with pytest.raises(ValueError, match="findings.depth_scan: unknown field scan_samles; allowed: metric, scan_lengths, scan_samples"):
         pipeline.plan(recipe)
     body["findings"]["depth_scan"] = {"metric": "stdlib-next-line", "scan_lengths": "1,2"}
     recipe.write_text(yaml.safe_dump(body))
@@ -170,7 +170,7 @@ def test_two_processes_under_torchrun_run_the_recipe_once(recipe, tmp_path):
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(root / "minitron.py"), "run", str(recipe)]
+           "-m", "minitron", "run", str(recipe)]
     done = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("distill ") == 1  # the plan is logged by rank 0 only

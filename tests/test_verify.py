@@ -4,11 +4,10 @@ beyond the recipe's tolerance fails it."""
 import pandas as pd
 import pytest
 import yaml
-
-import pipeline
-from verify import VerificationFailed, compare
-
 from test_pipeline import recipe  # noqa: F401  (the fixture)
+
+from minitron import pipeline
+from minitron.verify import VerificationFailed, compare
 
 
 def write_findings(folder, held=True, loss=5.0, speed=1.5):

@@ -4,13 +4,12 @@ import copy
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
-
-from compress.arch import Dims, WidthTarget
-from compress.checkpoint import save_checkpoint
-from compress.importance import Importance, estimate_importance
-from compress.width import plan_width, prune_width
 from conftest import FAMILIES, sample_ids, tiny_model
+from minitron.compress.importance import Importance, estimate_importance
+from minitron.compress.width import plan_width, prune_width
+from minitron.core.arch import Dims, WidthTarget
+from minitron.core.model_io import save_checkpoint
+from transformers import AutoModelForCausalLM
 
 TOL = 1e-4
 

@@ -14,11 +14,10 @@ import tempfile
 import time
 
 import torch
+from minitron.bench.hf import Runner
+from minitron.bench.target import resolve
+from minitron.core.model_io import save_checkpoint
 from transformers import AutoConfig, AutoModelForCausalLM
-
-from bench.hf import Runner
-from bench.target import resolve
-from compress.checkpoint import save_checkpoint
 
 
 def build(folder, layers: int, hidden: int, vocab: int):

@@ -14,13 +14,12 @@ import copy
 
 import torch
 from common import best_time
-
-from compress.arch import Dims, WidthTarget
-from compress.checkpoint import load_model
-from compress.importance import Importance, estimate_importance
-from compress.precision import autocast, cpu_has_native_bf16
-from compress.train import Objective, TrainConfig
-from compress.width import prune_width
+from minitron.compress.importance import Importance, estimate_importance
+from minitron.compress.train import Objective, TrainConfig
+from minitron.compress.width import prune_width
+from minitron.core.arch import Dims, WidthTarget
+from minitron.core.model_io import load_model
+from minitron.core.precision import autocast, cpu_has_native_bf16
 
 
 def main():
@@ -32,7 +31,7 @@ def main():
     parser.add_argument("--ffn-hidden-size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from compress.gguf import local_model
+    from minitron.core.gguf import local_model
 
     teacher, _ = load_model(local_model(args.model), dtype=torch.float32)
     dims = Dims.of(teacher.config)

@@ -13,12 +13,11 @@ import copy
 
 import torch
 from common import best_time, llama_config
+from minitron.compress.importance import Importance
+from minitron.compress.train import Objective, TrainConfig
+from minitron.compress.width import prune_width
+from minitron.core.arch import Dims, WidthTarget
 from transformers import LlamaForCausalLM
-
-from compress.arch import Dims, WidthTarget
-from compress.importance import Importance
-from compress.train import Objective, TrainConfig
-from compress.width import prune_width
 
 
 def main():

@@ -17,10 +17,10 @@ from common import best_time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from compress.checkpoint import load_model  # noqa: E402
-from evals.backends import hf_lm  # noqa: E402
-from evals.run import evaluate_suite  # noqa: E402
-from evals.suites import load_suite  # noqa: E402
+from minitron.core.model_io import load_model  # noqa: E402
+from minitron.evals.backends import hf_lm  # noqa: E402
+from minitron.evals.run import evaluate_suite  # noqa: E402
+from minitron.evals.suites import load_suite  # noqa: E402
 
 
 def main():

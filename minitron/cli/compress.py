@@ -17,6 +17,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from minitron.core.errors import BadInput
+
 log = logging.getLogger("minitron")
 
 prune_app = typer.Typer(help="Width or depth pruning of a Hugging Face checkpoint.", no_args_is_help=True)
@@ -34,45 +36,8 @@ SeqLen = Annotated[Optional[int], typer.Option(
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Blocks per forward pass.")]
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the calibration sample.")]
-RANKINGS = ("activation", "random", "magnitude")
-"""How `prune width` orders units: the paper's activation importance, or one of its baselines."""
 Precision = Annotated[str, typer.Option(
     "--precision", help="auto (bf16 autocast on GPUs and on CPUs with native bf16), bf16 or fp32.")]
-
-
-def _seq_len(config, seq_len: int | None) -> int:
-    limit = getattr(config, "max_position_embeddings", None) or 4096
-    if seq_len is None:
-        return min(4096, limit)
-    if not 1 < seq_len <= limit:
-        raise ValueError(f"--seq-len {seq_len} is out of range: the model has {limit} positions")
-    return seq_len
-
-
-def _calibration(calib: str | None, model_dir: str, config, seq_len: int | None, num_samples: int, seed: int):
-    """Tokenize and sample the calibration set before any weight is loaded, so bad data fails fast."""
-    from transformers import AutoTokenizer
-
-    from compress.data import calibration_blocks
-
-    if not calib:
-        raise ValueError("--calib is required: pass a text file, folder, JSONL or Parquet file")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return calibration_blocks(calib, tokenizer, _seq_len(config, seq_len), num_samples=num_samples, seed=seed)
-
-
-def _estimate(model_dir: str, blocks, batch_size: int, seq_agg: str, batch_agg: str, device: str,
-              precision: str = "auto"):
-    from compress.checkpoint import load_model
-    from compress.importance import estimate_importance
-    from compress.precision import autocast
-
-    model, tokenizer = load_model(model_dir, device=device)
-    total = -(-len(blocks) // batch_size)
-    with autocast(device, precision):
-        scores = estimate_importance(model, blocks.batches(batch_size), seq_agg=seq_agg, batch_agg=batch_agg,
-                                     total=total)
-    return model, tokenizer, scores
 
 
 def convert(
@@ -82,7 +47,7 @@ def convert(
 ):
     """A GGUF file as a HF checkpoint folder (safetensors, config, tokenizer with chat template, minitron.json).
     Every --model/--teacher/--student also takes a .gguf file directly (converted once into the cache)."""
-    from compress.gguf import convert as run
+    from minitron.core.gguf import convert as run
 
     run(gguf_file, out, overwrite=overwrite)
 
@@ -101,8 +66,8 @@ def arch(
     """Parameter counts (total and non-embedding) of a source config and a pruning target, on the meta device."""
     from transformers import AutoConfig
 
-    from compress.arch import Dims, WidthTarget, count_params, derive_config
-    from compress.recipe import load_recipe
+    from minitron.core.arch import Dims, WidthTarget, count_params, derive_config
+    from minitron.recipe import load_recipe
 
     if recipe is not None:
         spec = load_recipe(recipe)
@@ -112,11 +77,11 @@ def arch(
         num_heads, num_kv_heads = num_heads or target.num_heads, num_kv_heads or target.num_kv_heads
         num_layers = num_layers or target.num_layers
     if config is None:
-        raise ValueError("pass --config PATH (a config.json) or --recipe PATH")
+        raise BadInput("pass --config PATH (a config.json) or --recipe PATH")
     source = AutoConfig.from_pretrained(config)
     dims = WidthTarget(hidden_size, ffn_hidden_size, num_heads, num_kv_heads).resolve(Dims.of(source))
     if num_layers is not None and not 0 < num_layers <= dims.layers:
-        raise ValueError(f"--num-layers {num_layers} is out of range: the source has {dims.layers} layers")
+        raise BadInput(f"--num-layers {num_layers} is out of range: the source has {dims.layers} layers")
     keep = list(range(num_layers)) if num_layers else None
     result = {"source": count_params(source), "target": count_params(derive_config(source, dims, keep))}
     result["target"]["dims"] = {**Dims.of(derive_config(source, dims, keep)).__dict__}
@@ -149,19 +114,10 @@ def importance(
     overwrite: Overwrite = False,
 ):
     """Estimate neuron, head, channel and layer importance once; `prune width --importance` reuses it."""
-    from compress.checkpoint import check_output_dir, load_config
-    from compress.gguf import local_model
+    from minitron.compress.prune import importance as run
 
-    check_output_dir(out, overwrite)
-    model = local_model(model)
-    config = load_config(model)
-    blocks = _calibration(calib, model, config, seq_len, num_samples, seed)
-    _, _, scores = _estimate(model, blocks, batch_size, seq_agg, batch_agg, device, precision)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    scores.save(tmp)
-    tmp.replace(out)
-    log.info("importance of %d samples x %d tokens -> %s", scores.meta["num_samples"], scores.meta["seq_len"], out)
+    run(model, calib, out, num_samples=num_samples, seq_len=seq_len, batch_size=batch_size, seq_agg=seq_agg,
+        batch_agg=batch_agg, device=device, precision=precision, seed=seed, overwrite=overwrite)
 
 
 @prune_app.command("width")
@@ -191,45 +147,13 @@ def prune_width(
     overwrite: Overwrite = False,
 ):
     """Rank units by activation importance and trim the checkpoint to the target sizes."""
-    from compress.arch import Dims, WidthTarget, count_params
-    from compress.checkpoint import check_output_dir, load_config, load_model, output_dir, save_checkpoint, write_record
-    from compress.gguf import local_model
-    from compress.importance import Importance
-    from compress.width import prune_width as trim
+    from minitron.compress.prune import prune_width as run
+    from minitron.core.arch import WidthTarget
 
-    check_output_dir(out, overwrite)
-    model = local_model(model)
-    config = load_config(model)
-    target = WidthTarget(hidden_size, ffn_hidden_size, num_heads, num_kv_heads)
-    if target == WidthTarget():
-        raise ValueError("no target given: pass at least one of --hidden-size, --ffn-hidden-size, --num-heads, "
-                         "--num-kv-heads")
-    target.resolve(Dims.of(config))
-    if ranking not in RANKINGS:
-        raise ValueError(f"--ranking {ranking!r} is unknown; choose from {', '.join(RANKINGS)}")
-    if ranking == "random":
-        scores = Importance.random(Dims.of(config), seed)
-        teacher, tokenizer = load_model(model, device=device)
-    elif ranking == "magnitude":
-        teacher, tokenizer = load_model(model, device=device)
-        scores = Importance.magnitude(teacher)
-    elif importance_file is not None:
-        scores = Importance.load(importance_file)
-        scores.check_matches(Dims.of(config))
-        teacher, tokenizer = load_model(model, device=device)
-    else:
-        blocks = _calibration(calib, model, config, seq_len, num_samples, seed)
-        teacher, tokenizer, scores = _estimate(model, blocks, batch_size, seq_agg, batch_agg, device, precision)
-    source_params = count_params(config)
-    student = trim(teacher, scores, target, rescale_norms=not no_rescale_norms)
-    with output_dir(out, overwrite) as tmp:
-        save_checkpoint(student, tokenizer, tmp)
-        scores.save(tmp / "importance.safetensors")
-        write_record(tmp, "prune-width", seed=seed, source=str(model), calib=calib, target=target.__dict__,
-                     importance=scores.meta, rescale_norms=not no_rescale_norms,
-                     params={"source": source_params, "target": count_params(student.config)})
-    log.info("width-pruned %s -> %s (%.1fM -> %.1fM params)", model, out, source_params["params"] / 1e6,
-             sum(p.numel() for p in student.parameters()) / 1e6)
+    run(model, out, WidthTarget(hidden_size, ffn_hidden_size, num_heads, num_kv_heads), calib=calib,
+        importance_file=importance_file, ranking=ranking, num_samples=num_samples, seq_len=seq_len,
+        batch_size=batch_size, seq_agg=seq_agg, batch_agg=batch_agg, rescale_norms=not no_rescale_norms,
+        device=device, precision=precision, seed=seed, overwrite=overwrite)
 
 
 Metric = Annotated[str, typer.Option(
@@ -240,44 +164,12 @@ ScanLengths = Annotated[Optional[str], typer.Option(
 ScanSamples = Annotated[int, typer.Option("--num-samples", help="Validation blocks scored per candidate.")]
 
 
-def _scan(model: str, calib, num_layers: int, metric: str, scan_lengths: str | None, num_samples: int,
-          seq_len, batch_size: int, device: str, precision: str, seed: int):
-    """Load `model` and score removing each candidate block (compress.depth.scan): -> model, tokenizer, the
-    table, its scorers. LM loss scores every candidate; a downstream `metric` (tens of seconds per candidate)
-    scores only the blocks of the length being removed, as the paper's Figure 9 does."""
-    import dataclasses
+def _metric(metric: str, scan_lengths: str | None) -> dict:
+    """--metric and --scan-lengths as the library takes them: the name, its scorer factory, the lengths."""
+    from minitron.evals.scorers import depth_scorer
 
-    from compress import depth
-    from compress.checkpoint import load_config, load_model
-    from compress.importance import estimate_importance
-    from compress.precision import autocast
-
-    config = load_config(model)
-    n = config.num_hidden_layers
-    if metric not in depth.SCORERS:
-        raise ValueError(f"--metric {metric!r} is unknown; choose from {', '.join(depth.SCORERS)}")
-    if not 0 < num_layers < n:
-        raise ValueError(f"--num-layers {num_layers} must lie in 1..{n - 1} (the model has {n} layers)")
-    k = n - num_layers
-    lengths = {k} | {int(x) for x in (scan_lengths or "").split(",") if x.strip()}
-    blocks = _calibration(calib, model, config, seq_len, num_samples, seed)
-    batches = list(blocks.batches(batch_size))
-    teacher, tokenizer = load_model(model, device=device)
-    context = {"batches": batches, "tokenizer": tokenizer, "device": device}
-    scorers = [depth.lm_loss_scorer(**context)]  # always scanned: it also ranks the non-contiguous choice
-    if metric != "lm-loss":
-        scorers.append(dataclasses.replace(depth.SCORERS[metric](**context), lengths=frozenset({k})))
-    with autocast(device, precision):
-        influence = estimate_importance(teacher, batches, total=len(batches)).layers
-        table = depth.scan(teacher, lengths, scorers, layer_influence=influence)
-    return teacher, tokenizer, table, scorers
-
-
-def _write_scan(folder: Path, table, scorers, model: str) -> None:
-    from compress import depth
-
-    table.to_csv(folder / "depth_scan.csv", index=False)
-    depth.plot_scan(table, scorers, folder / "depth_scan.png", title=f"Depth sensitivity of {model}")
+    lengths = [int(x) for x in (scan_lengths or "").split(",") if x.strip()]
+    return {"metric": metric, "metric_scorer": depth_scorer(metric), "scan_lengths": lengths}
 
 
 @prune_app.command("depth")
@@ -300,35 +192,11 @@ def prune_depth(
     overwrite: Overwrite = False,
 ):
     """Scan contiguous blocks of layers (and non-contiguous choices), then drop the least important block."""
-    from compress import depth
-    from compress.arch import count_params
-    from compress.checkpoint import check_output_dir, load_config, load_model, output_dir, save_checkpoint, write_record
-    from compress.gguf import local_model
+    from minitron.compress.prune import prune_depth as run
 
-    check_output_dir(out, overwrite)
-    model = local_model(model)
-    config = load_config(model)
-    n = config.num_hidden_layers
-    if (num_layers is None) == (drop is None):
-        raise ValueError("pass exactly one of --num-layers N (scan, then drop) or --drop START-END")
-    table = None
-    if drop is not None:
-        layers = depth.parse_layers(drop, n)
-        teacher, tokenizer = load_model(model, device=device)
-    else:
-        teacher, tokenizer, table, scorers = _scan(model, calib, num_layers, metric, scan_lengths, num_samples,
-                                                   seq_len, batch_size, device, precision, seed)
-        layers = depth.best_block(table, n - num_layers, scorers[-1])
-        log.info("best %s when removing layers %d-%d", scorers[-1].name, layers[0], layers[-1])
-    source_params = count_params(config)
-    student = depth.drop_layers(teacher, layers)
-    with output_dir(out, overwrite) as tmp:
-        save_checkpoint(student, tokenizer, tmp)
-        if table is not None:
-            _write_scan(tmp, table, scorers, model)
-        write_record(tmp, "prune-depth", seed=seed, source=str(model), calib=calib, dropped_layers=layers,
-                     metric=metric, params={"source": source_params, "target": count_params(student.config)})
-    log.info("dropped layers %s: %d -> %d layers, written to %s", depth.layer_label(layers), n, n - len(layers), out)
+    run(model, out, calib=calib, num_layers=num_layers, drop=drop, **_metric(metric, scan_lengths),
+        num_samples=num_samples, seq_len=seq_len, batch_size=batch_size, device=device, precision=precision,
+        seed=seed, overwrite=overwrite)
 
 
 @prune_app.command("scan")
@@ -354,17 +222,10 @@ def scan_depth(
         minitron prune scan --model work/smollm2/corrected --calib stdlib --out work/smollm2/depth-scan \
             --num-layers 15 --scan-lengths 1,2 --metric stdlib-next-line --num-samples 4 --seq-len 256
     """
-    from compress.checkpoint import check_output_dir, output_dir, write_record
-    from compress.gguf import local_model
+    from minitron.compress.prune import scan_depth as run
 
-    check_output_dir(out, overwrite)
-    model = local_model(model)
-    _, _, table, scorers = _scan(model, calib, num_layers, metric, scan_lengths, num_samples, seq_len, batch_size,
-                                 device, precision, seed)
-    with output_dir(out, overwrite) as tmp:
-        _write_scan(tmp, table, scorers, model)
-        write_record(tmp, "scan-depth", seed=seed, source=str(model), calib=calib, metric=metric)
-    log.info("depth scan of %d candidates -> %s", len(table), out)
+    run(model, out, num_layers, calib=calib, **_metric(metric, scan_lengths), num_samples=num_samples,
+        seq_len=seq_len, batch_size=batch_size, device=device, precision=precision, seed=seed, overwrite=overwrite)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -383,14 +244,12 @@ SaveEvery = Annotated[int, typer.Option("--save-every", help="Resumable checkpoi
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
 
 
-def _train_config(steps, tokens, seq_len, global_batch, **fields):
-    from compress.train import TrainConfig, steps_for_tokens
+def _train_config(steps, tokens, **fields):
+    from minitron.compress.train import budgeted_config
 
     if (steps is None) == (tokens is None):
-        raise ValueError("pass exactly one of --steps N or --tokens N")
-    if tokens is not None:
-        steps = steps_for_tokens(tokens, global_batch, seq_len)
-    return TrainConfig(steps=steps, seq_len=seq_len, global_batch=global_batch, **fields)
+        raise BadInput("pass exactly one of --steps N or --tokens N")
+    return budgeted_config(tokens, **fields, **({"steps": steps} if steps is not None else {}))
 
 
 def distill(
@@ -425,9 +284,9 @@ def distill(
     overwrite: Overwrite = False,
 ):
     """Logit-only forward-KL distillation of a pruned student from its teacher."""
-    from compress.train import fit
+    from minitron.compress.train import fit
 
-    cfg = _train_config(steps, tokens, seq_len, global_batch, micro_batch=micro_batch, lr=lr, min_lr=min_lr,
+    cfg = _train_config(steps, tokens, seq_len=seq_len, global_batch=global_batch, micro_batch=micro_batch, lr=lr, min_lr=min_lr,
                         warmup=warmup, temperature=temperature, lm_weight=lm_weight, kd=not lm_only,
                         correct_teacher=correct_teacher, teacher_lr=lr / 5, eval_every=eval_every,
                         eval_batches=eval_batches, save_every=save_every, precision=precision, seed=seed)
@@ -458,10 +317,10 @@ def correct(
     overwrite: Overwrite = False,
 ):
     """Teacher correction: fine-tune the teacher on the distillation data at one fifth of the peak LR."""
-    from compress.train import fit
+    from minitron.compress.train import fit
 
     lr = peak_lr / 5
-    cfg = _train_config(steps, tokens, seq_len, global_batch, micro_batch=micro_batch, lr=lr,
+    cfg = _train_config(steps, tokens, seq_len=seq_len, global_batch=global_batch, micro_batch=micro_batch, lr=lr,
                         min_lr=min(min_lr, lr), warmup=warmup, kd=False, eval_every=eval_every,
                         eval_batches=eval_batches, save_every=save_every, precision=precision, seed=seed)
     fit(model, data, out, cfg, stage="correct", resume=resume, overwrite=overwrite, device=device)

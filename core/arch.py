@@ -12,6 +12,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+from minitron.core.errors import BadInput
 
 SUPPORTED_ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
@@ -19,9 +20,40 @@ SUPPORTED_ARCHITECTURES = {
     "Qwen2ForCausalLM": "qwen2",  # q/k/v carry biases; handled by the same trimming rules
 }
 
+BYTES = {"fp8": 1.0, "int8": 1.0, "nvfp4": 0.5, "bfloat16": 2.0, "float16": 2.0, "float32": 4.0}
+"""Bytes per stored value of each dtype, by its canonical name (`normalize_dtype`)."""
+_ALIASES = {"fp8": "fp8", "float8_e4m3fn": "fp8", "int8": "int8", "nvfp4": "nvfp4", "fp4": "nvfp4",
+            "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
+            "fp32": "float32", "float32": "float32", "float": "float32"}
 
-class UnsupportedModelError(ValueError):
-    pass
+
+def normalize_dtype(name) -> str | None:
+    """'bf16', 'torch.bfloat16', 'FP8', ... -> 'bfloat16', 'fp8'; None/'auto' -> None."""
+    if name is None:
+        return None
+    text = str(name).lower().removeprefix("torch.")
+    if text in ("auto", "none", ""):
+        return None
+    if text not in _ALIASES:
+        raise BadInput(f"unknown dtype {name!r}; expected one of {', '.join(sorted(set(_ALIASES.values())))}")
+    return _ALIASES[text]
+
+
+def dtype_bytes(dtype: str | None, what: str = "value") -> float:
+    """Bytes per value of `dtype` (any alias `normalize_dtype` knows); `what` names it in the error."""
+    canonical = _ALIASES.get(str(dtype).lower().removeprefix("torch."))
+    if canonical is None:
+        raise BadInput(f"no byte size for the {what} dtype {dtype!r}; expected one of {', '.join(BYTES)}")
+    return BYTES[canonical]
+
+
+def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, value_bytes: float) -> float:
+    """KV cache per token of context: a key and a value of `head_dim` for every KV head of every layer."""
+    return 2 * layers * kv_heads * head_dim * value_bytes
+
+
+class UnsupportedModelError(BadInput):
+    """A model family or layout the pruners do not cover; the message lists the supported ones."""
 
 
 def check_supported(config) -> str:
@@ -90,12 +122,12 @@ class WidthTarget:
                                  ("--ffn-hidden-size", self.intermediate_size, src.ffn),
                                  ("--num-heads", heads, src.heads), ("--num-kv-heads", kv, src.kv_heads)]:
             if want is not None and not 0 < want <= have:
-                raise ValueError(f"{flag} {want} is out of range: the source has {have}; pick 1..{have}")
+                raise BadInput(f"{flag} {want} is out of range: the source has {have}; pick 1..{have}")
         if heads % kv:
-            raise ValueError(f"--num-heads {heads} does not split evenly over {kv} KV groups; "
+            raise BadInput(f"--num-heads {heads} does not split evenly over {kv} KV groups; "
                              f"pick a multiple of {kv} (or change --num-kv-heads)")
         if heads // kv > src.group_size:
-            raise ValueError(f"{heads} heads over {kv} KV groups needs {heads // kv} heads per group, but the "
+            raise BadInput(f"{heads} heads over {kv} KV groups needs {heads // kv} heads per group, but the "
                              f"source groups hold {src.group_size}; lower --num-heads or raise --num-kv-heads")
         return Dims(hidden=given(self.hidden_size, src.hidden), ffn=given(self.intermediate_size, src.ffn), heads=heads,
                     kv_heads=kv, head_dim=src.head_dim, layers=src.layers, vocab=src.vocab, tied=src.tied)
@@ -119,7 +151,7 @@ def derive_config(config, dims: Dims | None = None, keep_layers: list[int] | Non
     except Exception as err:
         import transformers
 
-        raise ValueError(f"transformers {transformers.__version__} rejects the target config: {err}; "
+        raise BadInput(f"transformers {transformers.__version__} rejects the target config: {err}; "
                          "pick other target sizes") from None
 
 

@@ -34,10 +34,12 @@ def quantize(
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
 ):
     """FP8 (E4M3) weights and activations with ModelOpt, exported as a unified HF checkpoint, accuracy measured."""
-    from deploy.quantize import quantize as run
+    from minitron.deploy.quantize import quantize as run
+    from minitron.evals.scorers import suite_comparison
 
+    compare = suite_comparison(eval_suite, device) if eval_suite else None
     run(model, calib, out, kv_cache=kv_cache, num_samples=num_samples, seq_len=seq_len, batch_size=batch_size,
-        dtype=dtype, eval_blocks=eval_blocks, eval_suite=eval_suite, device=device, seed=seed, overwrite=overwrite)
+        dtype=dtype, eval_blocks=eval_blocks, compare_models=compare, device=device, seed=seed, overwrite=overwrite)
 
 
 def deploy(
@@ -56,7 +58,7 @@ def deploy(
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
 ):
     """A deployment folder for TensorRT-LLM or vLLM: checkpoint, engine options, commands, manifest."""
-    from deploy.deploy import deploy as run
+    from minitron.deploy.deploy import deploy as run
 
     manifest = run(checkpoint, backend, out, engine=engine, max_batch_size=max_batch_size, max_seq_len=max_seq_len,
                    max_num_tokens=max_num_tokens, gpu_memory_gb=gpu_memory_gb, dry_run=dry_run, overwrite=overwrite)

@@ -9,11 +9,12 @@ The paper's Table 1 on a GPU with the hub reachable:
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from minitron.core.errors import BadInput
 
 log = logging.getLogger("minitron")
 
@@ -42,23 +43,24 @@ def run(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
 ):
     """Run a suite on a model and write results, per-sample records and provenance."""
-    from compress.checkpoint import check_output_dir
-    from evals.backends import BACKENDS, make_lm
-    from evals.run import check_code_execution, check_data, evaluate_suite, write_run
-    from evals.suites import load_suite
+    from minitron.core.records import check_output_dir
+    from minitron.evals.backends import BACKENDS, make_lm
+    from minitron.evals.run import check_code_execution, check_data, evaluate_suite, write_run
+    from minitron.evals.suites import load_suite
 
     check_output_dir(out, overwrite)
     if backend not in BACKENDS:
-        raise ValueError(f"--backend {backend!r} is unknown; choose from {', '.join(BACKENDS)}")
+        raise BadInput(f"--backend {backend!r} is unknown; choose from {', '.join(BACKENDS)}")
     spec = load_suite(suite)
     check_code_execution(spec, allow_code_execution)
-    check_data(spec, data_dir)
+    data = check_data(spec, data_dir)
     if backend == "hf":
-        from compress.gguf import local_model
+        from minitron.core.gguf import local_model
 
         model = local_model(model)
     lm = make_lm(backend, model, device=device, batch_size=batch_size, tokenizer=tokenizer, served_model=served_model)
-    results = evaluate_suite(lm, spec, limit=limit, allow_code_execution=allow_code_execution, seed=seed)
+    results = evaluate_suite(lm, spec, limit=limit, allow_code_execution=allow_code_execution, seed=seed,
+                             data=data)
     write_run(out, results, spec, model, backend, overwrite=overwrite, label=label, limit=limit,
               data_dir=str(data_dir) if data_dir else None)
     for task in spec.tasks:
@@ -75,7 +77,7 @@ def table(
         "--paper-columns", help="Comma-separated columns of the paper's table to show (default: all).")] = None,
 ):
     """A Markdown and CSV table of runs beside the paper's published numbers, with teacher-relative change."""
-    from evals.table import write_table
+    from minitron.evals.table import write_table
 
     columns = [c.strip() for c in paper_columns.split(",")] if paper_columns else None
     frame = write_table(runs, out, teacher=teacher, paper_columns=columns)
@@ -93,11 +95,11 @@ def gate(
                              "one tree (0.03 = 3 points), measured; it widens the standard error.")] = 0.0,
 ):
     """Exit 0 when no task regressed, 1 when one did, 2 on unusable input."""
-    from evals.gate import gate as judge
-    from evals.gate import report
+    from minitron.evals.gate import gate as judge
+    from minitron.evals.gate import report
 
     if not 0 <= retrain_sd < 1:
-        raise ValueError(f"--retrain-sd is a standard deviation of the metric (0.03 = 3 points), not {retrain_sd}")
+        raise BadInput(f"--retrain-sd is a standard deviation of the metric (0.03 = 3 points), not {retrain_sd}")
     verdicts = judge(baseline, candidate, max_drop=max_drop, z=z, retrain_sd=retrain_sd)
     typer.echo(report(verdicts))
     if any(v.status == "REGRESSED" for v in verdicts):
@@ -110,24 +112,7 @@ def fetch(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Where to put the datasets cache.")],
 ):
     """Download a suite's datasets into a datasets cache (needs the hub); copy it to offline machines."""
-    import os
+    from minitron.evals.run import fetch_datasets
+    from minitron.evals.suites import load_suite
 
-    from evals.run import hub_reachable
-    from evals.suites import load_suite
-
-    spec = load_suite(suite)
-    if not hub_reachable():
-        raise ValueError("the Hugging Face hub is not reachable from here; run `minitron eval fetch` on a machine "
-                         "with network access, then copy --data-dir over")
-    os.environ["HF_DATASETS_CACHE"] = str(data_dir.resolve())
-    if "datasets" in sys.modules:
-        import datasets
-
-        datasets.config.HF_DATASETS_CACHE = data_dir.resolve()
-    from evals.tasks import task_manager
-    from lm_eval.tasks import get_task_dict
-
-    for task in spec.tasks:  # building a task downloads its dataset into the cache
-        get_task_dict([task.task], task_manager(include_defaults=task.builtin))
-        log.info("fetched %s", task.task)
-    log.info("datasets of suite %s cached in %s; use it with --data-dir %s", spec.name, data_dir, data_dir)
+    fetch_datasets(load_suite(suite), data_dir)

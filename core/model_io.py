@@ -1,0 +1,101 @@
+"""Hugging Face checkpoints in and out: validated loading, saving readable by transformers 4.57 and 5.x, and
+models built on the meta device from tensors (what pruning produces), without a copy or a random init.
+
+    model, tokenizer = load_model("work/smollm2/teacher")
+    save_checkpoint(model, tokenizer, folder)          # inside `minitron.core.records.output_dir`
+
+A `.gguf` file goes through `minitron.core.gguf.local_model` first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from minitron.core.arch import check_supported
+from minitron.core.errors import BadInput, MissingInput
+
+log = logging.getLogger(__name__)
+
+def load_config(path: str | os.PathLike):
+    """The config of a local checkpoint folder, validated before any weight is read."""
+    from transformers import AutoConfig
+
+    if Path(path).exists() or str(path).startswith((".", "/", "~")):
+        if not Path(path, "config.json").is_file():
+            raise MissingInput(f"{path} is not a Hugging Face checkpoint folder (no config.json); "
+                                    "pass the folder that holds config.json and the weights")
+        config = AutoConfig.from_pretrained(path)
+    else:  # a hub id such as meta-llama/Llama-3.1-8B
+        try:
+            config = AutoConfig.from_pretrained(path)
+        except OSError as err:
+            raise MissingInput(f"{path} is neither a local folder nor a reachable hub model ({err}); "
+                                    "download it where the hub is reachable and pass the local folder") from None
+    check_supported(config)
+    if getattr(config, "quantization_config", None):
+        raise BadInput(f"{path} is a quantized checkpoint ({config.quantization_config.get('quant_method')}); "
+                         "prune and distill the BF16/FP32 model, quantize last")
+    return config
+
+
+def load_model(path: str | os.PathLike, dtype: str | torch.dtype = "auto", device: str = "cpu"):
+    """Load a supported causal LM and its tokenizer from a local folder, in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = load_config(path)
+    model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer
+
+
+def save_checkpoint(model, tokenizer, folder: str | os.PathLike) -> None:
+    """A standard HF checkpoint: safetensors weights, config with `architectures`, tokenizer."""
+    model.config.architectures = [type(model).__name__]
+    model.save_pretrained(folder, safe_serialization=True)
+    if tokenizer is not None:
+        save_tokenizer(tokenizer, folder)
+
+
+def save_tokenizer(tokenizer, folder: str | os.PathLike) -> None:
+    """`tokenizer.save_pretrained`, readable by transformers 4.57 too: 5.x names its fast tokenizers'
+    class `TokenizersBackend`, which 4.57 (TensorRT-LLM's pin) does not know; `PreTrainedTokenizerFast` reads
+    the same tokenizer.json in both."""
+    tokenizer.save_pretrained(folder)
+    config_path = Path(folder, "tokenizer_config.json")
+    config = json.loads(config_path.read_text())
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+
+
+def build_model(config, tensors: dict[str, torch.Tensor], like):
+    """A causal LM of `config` that adopts `tensors` as its weights, without copying or random init.
+
+    Built on the meta device and filled with `load_state_dict(assign=True)`; the non-persistent buffers
+    (rotary frequencies, which pruning never changes) are taken from `like`, the model they came from.
+    """
+    from transformers import AutoModelForCausalLM
+
+    dtype = next(iter(tensors.values())).dtype
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
+    tied_head = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    if unexpected or set(missing) - tied_head:
+        raise RuntimeError(f"weights do not fit the derived config: missing {missing}, unexpected {unexpected}")
+    if tied_head:
+        model.lm_head.weight = model.get_input_embeddings().weight
+    donors = dict(like.named_buffers())
+    for name, buf in model.named_buffers():
+        if buf.is_meta:
+            donor = donors.get(name)
+            if donor is None or donor.shape != buf.shape:
+                raise RuntimeError(f"cannot restore buffer {name}: the source model has no buffer of that shape")
+            module, _, attr = name.rpartition(".")
+            model.get_submodule(module)._buffers[attr] = donor
+    model.generation_config = like.generation_config
+    return model.eval()
