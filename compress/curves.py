@@ -21,10 +21,8 @@ wins, since it is the one the surviving run produced.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
 
 import pandas as pd
-import typer
 from minitron.core.errors import BadInput
 from minitron.core.plots import figure
 from minitron.core.records import read_jsonl
@@ -138,21 +136,3 @@ def plot_curves(logs: list[Path], labels: list[str] | None, out: Path, metric: s
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150, format="png")
-
-
-def plot(
-    logs: Annotated[list[Path], typer.Argument(help="metrics.jsonl files written by training runs.")],
-    out: Annotated[Path, typer.Option("--out", help="Where to write the PNG.")],
-    metric: Annotated[str, typer.Option(
-        "--metric", help=f"One of: {', '.join(METRICS)} (val_* from validation lines).")] = "val_loss",
-    x: Annotated[str, typer.Option("--x", help="x axis: tokens or step.")] = "tokens",
-    labels: Annotated[Optional[str], typer.Option(
-        "--labels", help="Comma-separated legend labels, one per log (default: each log's folder name).")] = None,
-    title: Annotated[str, typer.Option("--title", help="Figure title.")] = "",
-    ema: Annotated[float, typer.Option(
-        "--ema", help="Smooth training metrics with this EMA weight in [0, 1), e.g. 0.9; 0 = raw.")] = 0.0,
-) -> None:
-    """Plot one metric of several runs against training tokens, like the paper's loss-curve figures."""
-    names = None if labels is None else [name.strip() for name in labels.split(",")]
-    plot_curves(logs, names, out, metric=metric, x=x, title=title, ema=ema)
-    typer.echo(f"wrote {out}")

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import typer
-from minitron.compress.curves import plot, plot_curves, read_metrics
+from minitron.compress.curves import plot_curves, read_metrics
 from typer.testing import CliRunner
+
+from minitron.cli.compress import plot
 
 
 def _write_log(path: Path, steps: int, tokens_per_step: int, *, resumed_at: int | None = None,

@@ -32,7 +32,6 @@ from minitron.cli import compress as compress_cli
 from minitron.cli import deploy as deploy_cli
 from minitron.cli.bench import bench_app
 from minitron.cli.evals import eval_app
-from minitron.compress.curves import plot as plot_curves
 from minitron.core.errors import RunFailed, UserError
 
 app = typer.Typer(help="Minitron: prune and distill a model family from one Hugging Face checkpoint.",
@@ -43,7 +42,7 @@ app.command("importance")(compress_cli.importance)
 app.add_typer(compress_cli.prune_app, name="prune")
 app.command("distill")(compress_cli.distill)
 app.command("correct")(compress_cli.correct)
-app.command("plot")(plot_curves)
+app.command("plot")(compress_cli.plot)
 app.command("quantize")(deploy_cli.quantize)
 app.command("deploy")(deploy_cli.deploy)
 app.add_typer(eval_app, name="eval")

@@ -325,3 +325,24 @@ def correct(
                         eval_batches=eval_batches, save_every=save_every, precision=precision, seed=seed)
     fit(model, data, out, cfg, stage="correct", resume=resume, overwrite=overwrite, device=device)
     log.info("corrected teacher written to %s", out)
+
+
+def plot(
+    logs: Annotated[list[Path], typer.Argument(help="metrics.jsonl files written by training runs.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the PNG.")],
+    metric: Annotated[str, typer.Option(
+        "--metric", help="val_loss, val_kl, loss, kd, lm, grad_norm, lr or tokens_per_s (val_* from "
+                         "validation lines).")] = "val_loss",
+    x: Annotated[str, typer.Option("--x", help="x axis: tokens or step.")] = "tokens",
+    labels: Annotated[Optional[str], typer.Option(
+        "--labels", help="Comma-separated legend labels, one per log (default: each log's folder name).")] = None,
+    title: Annotated[str, typer.Option("--title", help="Figure title.")] = "",
+    ema: Annotated[float, typer.Option(
+        "--ema", help="Smooth training metrics with this EMA weight in [0, 1), e.g. 0.9; 0 = raw.")] = 0.0,
+) -> None:
+    """Plot one metric of several runs against training tokens, like the paper's loss-curve figures."""
+    from minitron.compress.curves import plot_curves
+
+    names = None if labels is None else [name.strip() for name in labels.split(",")]
+    plot_curves(logs, names, out, metric=metric, x=x, title=title, ema=ema)
+    typer.echo(f"wrote {out}")
