@@ -27,10 +27,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
+from minitron.compress.distributed import all_mean, init_distributed, shard
 from minitron.compress.kd_loss import chunked_kd_loss, chunked_lm_loss, lm_head_of
+from minitron.compress.resume import STATE_DIR, StepSampler, load_state, save_state
 from minitron.core.errors import BadInput, OutputExists, RunFailed
 from minitron.core.precision import PRECISIONS
 from minitron.core.precision import autocast as precision_autocast
@@ -38,7 +39,6 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
-STATE_DIR = "state"
 METRICS = "metrics.jsonl"
 
 
@@ -179,123 +179,6 @@ class Objective(torch.nn.Module):
 # processes and devices
 
 
-def init_distributed(device: str, timeout_hours: float | None = None) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); under torchrun a process group is started (NCCL on GPUs, gloo on CPUs).
-    `timeout_hours` raises the collectives' timeout, for callers whose other ranks wait while rank 0 works."""
-    import datetime
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and device.startswith("cuda"):
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
-    if world > 1 and not dist.is_initialized():
-        timeout = {"timeout": datetime.timedelta(hours=timeout_hours)} if timeout_hours else {}
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", **timeout)
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    return rank, world, torch.device(device)
-
-
-def shard(objective: Objective) -> None:
-    """FSDP2: every decoder layer of both models is its own shard group; the rest (embeddings, norms,
-    lm_heads) is sharded with the objective at the root, gathered for its forward and backward."""
-    from torch.distributed.fsdp import fully_shard
-
-    for model in (objective.student, objective.teacher):
-        if model is not None:
-            for layer in model.model.layers:
-                fully_shard(layer)
-    fully_shard(objective)
-
-
-def _all_mean(values: dict[str, float], world: int) -> dict[str, float]:
-    if world == 1:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
-    dist.all_reduce(t)
-    return {k: v / world for k, v in zip(keys, t.tolist())}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# data order
-
-
-class StepSampler:
-    """Which training blocks each process reads at each step: a pure function of (seed, step, rank), so a
-    resumed run reads exactly what the uninterrupted one would have. Epoch 0 keeps the loader's shuffled
-    order; each later epoch is a fresh permutation from the seed."""
-
-    def __init__(self, num_blocks: int, cfg: TrainConfig, rank: int, world: int):
-        self.n, self.cfg, self.rank, self.world = num_blocks, cfg, rank, world
-        self._perms: dict[int, np.ndarray] = {}
-
-    def _order(self, epoch: int) -> np.ndarray:
-        if epoch not in self._perms:
-            self._perms = {epoch: np.arange(self.n) if epoch == 0 else
-                           np.random.default_rng([self.cfg.seed, epoch]).permutation(self.n)}
-        return self._perms[epoch]
-
-    def micro_batches(self, step: int) -> list[list[int]]:
-        per_rank = self.cfg.global_batch // self.world
-        start = step * self.cfg.global_batch + self.rank * per_rank
-        positions = [start + j for j in range(per_rank)]
-        picks = [int(self._order(p // self.n)[p % self.n]) for p in positions]
-        m = self.cfg.micro_batch
-        return [picks[i:i + m] for i in range(0, per_rank, m)]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def _trained_prefixes(cfg: TrainConfig) -> tuple[str, ...]:
-    return ("student.", "teacher.") if cfg.correct_teacher else ("student.",)
-
-
-def save_state(out: Path, objective, optimizer, scheduler, step: int, cfg: TrainConfig, rank: int) -> None:
-    """A resumable checkpoint in out/state, replaced atomically (all ranks take part in the gather)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-    model_sd, optim_sd = get_state_dict(objective, optimizer,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if rank != 0:
-        return
-    prefixes = _trained_prefixes(cfg)
-    state = {"model": {k: v for k, v in model_sd.items() if k.startswith(prefixes)}, "optim": optim_sd,
-             "scheduler": scheduler.state_dict(), "step": step, "rng": torch.get_rng_state(),
-             "config": dataclasses.asdict(cfg)}
-    tmp = out / f"{STATE_DIR}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(state, tmp / "train_state.pt")
-    final = out / STATE_DIR
-    old = out / f"{STATE_DIR}.old"
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-RESUME_MUST_MATCH = ("seq_len", "global_batch", "seed", "kd", "correct_teacher", "temperature", "lm_weight")
-
-
-def load_state(out: Path, objective, optimizer, scheduler, cfg: TrainConfig) -> int:
-    """Restore a checkpoint written by `save_state`; returns the step to continue from."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-    state = torch.load(out / STATE_DIR / "train_state.pt", map_location="cpu", weights_only=False)
-    for name in RESUME_MUST_MATCH:
-        if state["config"][name] != getattr(cfg, name):
-            raise BadInput(f"cannot resume: {name} was {state['config'][name]!r}, now {getattr(cfg, name)!r}; "
-                             "use the original settings or start over with --overwrite")
-    set_state_dict(objective, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
-                   options=StateDictOptions(full_state_dict=True, strict=False))
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    return state["step"]
-
-
 # ----------------------------------------------------------------------------------------------------------
 # the loop
 
@@ -312,7 +195,7 @@ def evaluate(objective, val, cfg: TrainConfig, device, autocast, world: int) -> 
                 sums[k] = sums.get(k, 0.0) + v.item()
         batches += 1
     objective.train()
-    means = _all_mean({k: v / max(batches, 1) for k, v in sums.items()}, world)
+    means = all_mean({k: v / max(batches, 1) for k, v in sums.items()}, world)
     return {"val_loss": means["lm"], "val_kl": means.get("kd")}
 
 
@@ -370,7 +253,7 @@ def train(objective: Objective, splits, cfg: TrainConfig, out: Path, resume: boo
             (losses["loss"] / len(micro)).backward()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v.item() / len(micro)
-        sums = _all_mean(sums, world)
+        sums = all_mean(sums, world)
         loss = sums["loss"]
         params = [p for g in optimizer.param_groups for p in g["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))

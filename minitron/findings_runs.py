@@ -1,0 +1,89 @@
+"""What the findings read from the runs a recipe made: validation curves, the folders of every seed of a stage,
+final losses, and every final student re-scored on the held-out blocks its training validated on
+(`HeldOutLosses`), so that two students compare per block, with a standard error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from minitron.compress.curves import plot_curves, read_metrics
+from minitron.core.stats import paired_difference
+
+
+def val_curve(folder: Path) -> pd.DataFrame:
+    df = read_metrics(folder / "metrics.jsonl")
+    return df[df["split"] == "val"].reset_index(drop=True)
+
+
+def seeds_of(folders: dict[str, Path], name: str) -> list[Path]:
+    """The folders of stage `name` under every seed the recipe ran: its own first, then `<name>-seed<N>` by N."""
+    prefix = f"{name}-seed"
+    extra = sorted((int(key[len(prefix):]), folder) for key, folder in folders.items()
+                   if key.startswith(prefix) and key[len(prefix):].isdigit())
+    return [folders[name]] + [folder for _, folder in extra]
+
+
+def final_loss(folder: Path) -> float:
+    return float(val_curve(folder)["val_loss"].iloc[-1])
+
+
+def final_losses(held_out: HeldOutLosses | None, seeds: list[Path]) -> list[float]:
+    """Each seed's final LM loss: on the shared held-out blocks when there are some, else its logged validation."""
+    return [held_out.losses(f).mean().item() if held_out else final_loss(f) for f in seeds]
+
+
+def curve_table(runs: dict[str, list[Path]], held_out: HeldOutLosses | None = None) -> pd.DataFrame:
+    """One row per arm: its first seed's initial and final validation LM loss (and KL to the teacher) and tokens
+    trained; with several seeds, the final loss's mean and spread over them (on the held-out blocks if given)."""
+    rows = []
+    for label, seeds in runs.items():
+        val = val_curve(seeds[0])
+        row = {"run": label, "tokens": int(val["tokens"].iloc[-1]), "val_loss_initial": val["val_loss"].iloc[0],
+               "val_loss_final": val["val_loss"].iloc[-1],
+               "val_kl_final": val["val_kl"].iloc[-1] if "val_kl" in val else None}
+        if len(seeds) > 1:
+            finals = pd.Series(final_losses(held_out, seeds))
+            row |= {"seeds": len(seeds), "final_mean": finals.mean(), "final_sd": finals.std()}
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("run")
+
+
+def plot_arms(runs: dict[str, list[Path]], out: Path, title: str) -> None:
+    """The first seed's curve of each arm (the others' final losses are in the table)."""
+    plot_curves([seeds[0] / "metrics.jsonl" for seeds in runs.values()], list(runs), out, metric="val_loss",
+                title=title + (" (first seed)" if any(len(seeds) > 1 for seeds in runs.values()) else ""))
+
+
+class HeldOutLosses:
+    """Per-block LM losses of final checkpoints on the held-out blocks their training validated on, cached per
+    model: two models compared on the same blocks give a paired difference with a standard error."""
+
+    def __init__(self, data: str, seq_len: int, seed: int, micro_batch: int, eval_batches: int, device: str = "cpu",
+                 precision: str = "auto"):
+        self.data, self.seq_len, self.seed, self.device, self.precision = data, seq_len, seed, device, precision
+        self.micro_batch, self.eval_batches = micro_batch, eval_batches
+        self._blocks: list | None = None
+        self._losses: dict[Path, object] = {}
+
+    def losses(self, folder: Path):
+        import torch
+
+        from minitron.compress.data import load_blocks
+        from minitron.core.measure import sequence_losses
+        from minitron.core.model_io import load_model
+        from minitron.core.precision import autocast
+
+        if folder not in self._losses:
+            model, tokenizer = load_model(folder, dtype=torch.float32, device=self.device)
+            if self._blocks is None:
+                val = load_blocks(self.data, tokenizer, self.seq_len, seed=self.seed).val
+                self._blocks = list(val.batches(self.micro_batch, limit=self.eval_batches))
+            with autocast(self.device, self.precision):  # the precision training validated in
+                self._losses[folder] = sequence_losses(model, self._blocks)
+        return self._losses[folder]
+
+    def advantage(self, better: Path, worse: Path) -> tuple[float, float]:
+        """Mean over blocks of loss(worse) - loss(better), and its standard error: positive when `better` is."""
+        return paired_difference((self.losses(worse) - self.losses(better)).tolist())
