@@ -30,6 +30,7 @@ import torch
 from minitron.bench.records import Repeat, latency_stats
 from minitron.bench.target import Target, normalize_dtype
 from minitron.core.errors import BadInput
+from minitron.core.precision import resolve_device
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,7 @@ def load(target: Target, device: str = "auto", dtype: str = "auto"):
     """The model in eval mode on `device` ('auto': CUDA when there is one) in `dtype` ('auto': the checkpoint's)."""
     from transformers import AutoModelForCausalLM
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInput(f"--device {device}: this torch sees no CUDA device; pass --device cpu (or auto)")
+    device = resolve_device(device)
     if dtype != "auto" and normalize_dtype(dtype) not in RUNNABLE_DTYPES:
         raise BadInput(f"--dtype {dtype}: the hf backend runs {', '.join(RUNNABLE_DTYPES)} (or auto, the "
                          "checkpoint's); benchmark FP8 with --backend trtllm or vllm")

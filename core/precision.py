@@ -52,3 +52,17 @@ def autocast(device: str | torch.device, precision: str = "auto") -> torch.autoc
     """The autocast context for `device` at `precision` (disabled, i.e. fp32, when bf16 is not chosen)."""
     kind = torch.device(device).type
     return torch.autocast(kind, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is present, else 'cpu'; anything else is checked."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not device.startswith("cuda"):
+        raise BadInput(f"--device {device}: a device is cpu, cuda, cuda:N or auto")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInput(f"--device {device}: this torch sees no CUDA device; pass --device cpu or auto (in a recipe: "
+                       "`device: cpu` or `auto`)")
+    return device

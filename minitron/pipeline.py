@@ -23,6 +23,7 @@ from typing import Callable
 
 from minitron import stages as stage_work
 from minitron.core.errors import BadInput
+from minitron.core.precision import resolve_device
 from minitron.core.records import atomic_write
 
 log = logging.getLogger("minitron")
@@ -85,7 +86,7 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
 
     recipe = load_recipe(recipe_path)
     root = Path(work_dir or recipe.work_dir) / recipe.name
-    device = stage_work.resolve_device(recipe.device)
+    device = resolve_device(recipe.device)
     precision = recipe.precision
     # The stages' functions run later: every name they use is bound once here (or passed as a default),
     # never reassigned, so each runs with its own folder and settings.
@@ -375,7 +376,7 @@ def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bo
     rank, world = 0, 1
     if not dry_run:
         # rank 0 may prune, quantize or evaluate for hours while the other processes wait at a barrier
-        rank, world, _ = init_distributed(stage_work.resolve_device(recipe.device), timeout_hours=24)
+        rank, world, _ = init_distributed(resolve_device(recipe.device), timeout_hours=24)
     width = max(len(stage.name) for stage in stages)
     actions = []
     for stage, state in zip(stages, states):

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minitron.core.errors import BadInput
-
 
 def param_change(recipe, target) -> str:
     """Teacher and `target` (a PruneSpec) parameter counts, from the teacher's config alone (meta device)."""
@@ -105,16 +103,3 @@ def evals(models: dict, fp8_of: list[str], data: str, out: Path, settings: dict,
         evaluate(f"{label}-fp8", models[label], fp8=True)
     write_table(runs, out / "table", teacher="corrected" if "corrected" in models else None,
                 paper_columns=settings.get("paper_columns"))
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a GPU is present, else 'cpu'; anything else is checked."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu" and not device.startswith("cuda"):
-        raise BadInput(f"device must be cpu, cuda, cuda:N or auto, not {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInput(f"device {device!r} asked for, but torch sees no GPU here; set `device: cpu` or `auto`")
-    return device

@@ -21,6 +21,7 @@ from typing import Annotated, Optional
 import typer
 
 from minitron.bench.workload import DEFAULT_GRID
+from minitron.cli.options import Device
 
 log = logging.getLogger("minitron")
 
@@ -46,7 +47,7 @@ def sweep(
     label: Annotated[Optional[list[str]], typer.Option(
         "--label", help="Name in tables, one per --model in order [default: the folder name].")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic prompts.")] = 1234,
-    device: Annotated[str, typer.Option("--device", help="hf: cpu, cuda, ... (auto: CUDA if present).")] = "auto",
+    device: Device = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="hf: auto (the checkpoint's), bfloat16, float16, "
                                                        "float32.")] = "auto",
     tokenizer: Annotated[Optional[str], typer.Option(

@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from minitron.cli.options import Device, Overwrite
 from minitron.core.errors import BadInput
 
 log = logging.getLogger("minitron")
@@ -29,12 +30,10 @@ Calib = Annotated[Optional[str], typer.Option(
     "--calib", help="Calibration text: a .txt file, a folder, a JSONL file with a `text` field, Parquet, "
                     "or a hub dataset name (needs network).")]
 Out = Annotated[Path, typer.Option("--out", help="Output folder; written atomically.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")]
 NumSamples = Annotated[int, typer.Option("--num-samples", help="Calibration blocks (the paper uses 1024).")]
 SeqLen = Annotated[Optional[int], typer.Option(
     "--seq-len", help="Tokens per calibration block [default: min(4096, the model's max positions)].")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Blocks per forward pass.")]
-Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the calibration sample.")]
 Precision = Annotated[str, typer.Option(
     "--precision", help="auto (bf16 autocast on GPUs and on CPUs with native bf16), bf16 or fp32.")]
@@ -108,7 +107,7 @@ def importance(
     batch_size: BatchSize = 8,
     seq_agg: Annotated[str, typer.Option("--seq-agg", help="Over the sequence: mean, l2 or max.")] = "mean",
     batch_agg: Annotated[str, typer.Option("--batch-agg", help="Over samples: l2, mean or max.")] = "l2",
-    device: Device = "cpu",
+    device: Device = "auto",
     precision: Precision = "auto",
     seed: Seed = 0,
     overwrite: Overwrite = False,
@@ -141,7 +140,7 @@ def prune_width(
                           "baseline) or magnitude (weight norms, no data).")] = "activation",
     no_rescale_norms: Annotated[bool, typer.Option(
         "--no-rescale-norms", help="Keep RMSNorm weights as they are when hidden channels are removed.")] = False,
-    device: Device = "cpu",
+    device: Device = "auto",
     precision: Precision = "auto",
     seed: Seed = 0,
     overwrite: Overwrite = False,
@@ -186,7 +185,7 @@ def prune_depth(
     num_samples: ScanSamples = 1024,
     seq_len: SeqLen = None,
     batch_size: BatchSize = 8,
-    device: Device = "cpu",
+    device: Device = "auto",
     precision: Precision = "auto",
     seed: Seed = 0,
     overwrite: Overwrite = False,
@@ -212,7 +211,7 @@ def scan_depth(
     num_samples: ScanSamples = 1024,
     seq_len: SeqLen = None,
     batch_size: BatchSize = 8,
-    device: Device = "cpu",
+    device: Device = "auto",
     precision: Precision = "auto",
     seed: Seed = 0,
     overwrite: Overwrite = False,
@@ -278,7 +277,7 @@ def distill(
     eval_batches: EvalBatches = 8,
     save_every: SaveEvery = 100,
     precision: Precision = "auto",
-    device: Device = "cpu",
+    device: Device = "auto",
     seed: Seed = 0,
     resume: Resume = False,
     overwrite: Overwrite = False,
@@ -304,22 +303,23 @@ def correct(
     seq_len: TrainSeqLen = 8192,
     global_batch: GlobalBatch = 1152,
     micro_batch: MicroBatch = 1,
-    peak_lr: Annotated[float, typer.Option("--peak-lr", help="The peak LR the correction is a fifth of.")] = 1e-4,
+    lr: Annotated[float, typer.Option("--lr", help="Peak LR of the correction (the paper: a fifth of the "
+                                                   "distillation's 1e-4).")] = 2e-5,
     min_lr: MinLr = 1e-5,
     warmup: Annotated[int, typer.Option("--warmup", help="Warm-up steps (the paper: 120).")] = 120,
     eval_every: EvalEvery = 50,
     eval_batches: EvalBatches = 8,
     save_every: SaveEvery = 100,
     precision: Precision = "auto",
-    device: Device = "cpu",
+    device: Device = "auto",
     seed: Seed = 0,
     resume: Resume = False,
     overwrite: Overwrite = False,
 ):
-    """Teacher correction: fine-tune the teacher on the distillation data at one fifth of the peak LR."""
+    """Teacher correction: fine-tune the teacher on the distillation data (the paper: at a fifth of the
+    distillation's peak LR)."""
     from minitron.compress.train import fit
 
-    lr = peak_lr / 5
     cfg = _train_config(steps, tokens, seq_len=seq_len, global_batch=global_batch, micro_batch=micro_batch, lr=lr,
                         min_lr=min(min_lr, lr), warmup=warmup, kd=False, eval_every=eval_every,
                         eval_batches=eval_batches, save_every=save_every, precision=precision, seed=seed)

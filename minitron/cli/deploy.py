@@ -14,6 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from minitron.cli.options import Device, Overwrite
+
 log = logging.getLogger("minitron")
 
 
@@ -29,9 +31,9 @@ def quantize(
     eval_blocks: Annotated[int, typer.Option("--eval-blocks", help="Held-out blocks for loss and KL.")] = 64,
     eval_suite: Annotated[Optional[str], typer.Option(
         "--eval-suite", help="Also compare both models on this eval suite (e.g. fixtures).")] = None,
-    device: Annotated[str, typer.Option("--device")] = "cpu",
+    device: Device = "auto",
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+    overwrite: Overwrite = False,
 ):
     """FP8 (E4M3) weights and activations with ModelOpt, exported as a unified HF checkpoint, accuracy measured."""
     from minitron.deploy.quantize import quantize as run
@@ -55,7 +57,7 @@ def deploy(
     gpu_memory_gb: Annotated[float, typer.Option("--gpu-memory-gb", help="Default: H100 80GB.")] = 80.0,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Write the folder and print the commands; build and run nothing.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+    overwrite: Overwrite = False,
 ):
     """A deployment folder for TensorRT-LLM or vLLM: checkpoint, engine options, commands, manifest."""
     from minitron.deploy.deploy import deploy as run

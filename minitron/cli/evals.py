@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from minitron.cli.options import Device, Overwrite
 from minitron.core.errors import BadInput
 
 log = logging.getLogger("minitron")
@@ -35,12 +36,12 @@ def run(
     allow_code_execution: Annotated[bool, typer.Option(
         "--allow-code-execution", help="Run model-generated code (HumanEval, MBPP) in sandboxed subprocesses.")] = False,
     label: Annotated[Optional[str], typer.Option("--label", help="Name of this model in tables.")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, ... (hf backend).")] = "cpu",
+    device: Device = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Tokenizer for the openai backend.")] = None,
     served_model: Annotated[Optional[str], typer.Option("--served-model", help="Model name on the server.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 1234,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    overwrite: Overwrite = False,
 ):
     """Run a suite on a model and write results, per-sample records and provenance."""
     from minitron.core.records import check_output_dir
