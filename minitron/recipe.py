@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from minitron.core.errors import BadInput, MissingInput
-from minitron.recipe_sections import SECTIONS, check_section
+from minitron.recipe_sections import SECTIONS, check_section, checked
 
 
 @dataclass
@@ -116,20 +116,15 @@ def _training(section, where: str) -> dict:
     tokens = section.pop("tokens", None)
     if tokens is not None and "steps" in section:
         raise BadInput(f"{where}: give `tokens` or `steps`, not both")
-    defaults = TrainConfig()
-    for key, value in section.items():  # YAML reads 1e-4 as a string: coerce to the field's type
-        default = getattr(defaults, key, None)
-        if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
-            try:
-                section[key] = type(default)(float(value))
-            except ValueError:
-                raise BadInput(f"{where}: {key} must be a number, got {value!r}") from None
+    section = check_section(TrainConfig, section, where)
+    if tokens is not None:
+        tokens = checked(tokens, int, f"{where}.tokens")
     cfg = _build(TrainConfig, section, where)
     try:
         cfg.validate()
     except ValueError as err:
         raise BadInput(f"{where}: {err}") from None
-    return {**section, **({"tokens": int(float(tokens))} if tokens is not None else {})}
+    return {**section, **({"tokens": tokens} if tokens is not None else {})}
 
 
 def _merge(base: dict, changes: dict) -> dict:
@@ -182,6 +177,9 @@ def load_recipe(path: str | Path) -> Recipe:
     for section, cls in SECTIONS.items():
         if section in data:
             data[section] = check_section(cls, data[section], f"{path}: {section}")
+    if data.get("deploy") and not data.get("quantize"):
+        raise BadInput(f"{path}: deploy writes the deployment folder of the FP8 student: add a `quantize` section, "
+                       "or drop `deploy`")
     findings = data.get("findings") or {}
     if findings and not findings.get("out"):
         raise BadInput(f"{path}: findings.out is required: the folder the findings go to (e.g. results/NAME)")

@@ -150,7 +150,7 @@ def _type_name(kind) -> str:
     return getattr(kind, "__name__", str(kind))
 
 
-def _checked(value, kind, where: str):
+def checked(value, kind, where: str):
     """`value` as `kind` (int, float, str, bool, list, a section, or one of them | None), or a clear error."""
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         options = [k for k in typing.get_args(kind) if k is not type(None)]
@@ -159,11 +159,17 @@ def _checked(value, kind, where: str):
         kind = options[0]
     if dataclasses.is_dataclass(kind):
         return check_section(kind, value, where)
-    if kind is float and isinstance(value, str):  # YAML reads 1e-4 as a string
+    if typing.get_origin(kind) in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise BadInput(f"{where} must be a list, not {value!r}")
+        return typing.get_origin(kind)(value)
+    if kind in (int, float) and isinstance(value, str):  # YAML reads 1e-4 and 1e9 as strings
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
-            pass
+            raise BadInput(f"{where} must be a number, not {value!r}") from None
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
     ok = (isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))) or (
         kind is float and isinstance(value, int) and not isinstance(value, bool))
     if not ok:
@@ -184,4 +190,4 @@ def check_section(cls, data, where: str) -> dict:
     if unknown:
         raise BadInput(f"{where}: unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
                        f"allowed: {', '.join(allowed)}")
-    return {key: _checked(value, hints[key], f"{where}.{key}") for key, value in data.items()}
+    return {key: checked(value, hints[key], f"{where}.{key}") for key, value in data.items()}

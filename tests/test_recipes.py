@@ -49,6 +49,11 @@ def test_paper_recipes_carry_table_4():
     ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nbench: {repeats: 2.5}\n",
      "bench.repeats must be a whole number, not 2.5"),
     ("teacher: {model: m, config: configs/llama-3.1-8b.json}\neval: [fixtures]\n", "eval must be a mapping of settings"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\ndistill: {steps: 2.7}\n",
+     "distill.steps must be a whole number, not 2.7"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\ncorrect: {lr: fast}\n", "correct.lr must be a number"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\ndeploy: {backend: trtllm}\n",
+     "deploy writes the deployment folder of the FP8 student: add a `quantize` section"),
     ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nprune: {depth_layers: 2}\n"
      "findings: {out: r, depth_scan: {metric: x, scan_lenghts: 1}}\n",
      "findings.depth_scan: unknown field scan_lenghts; allowed: metric, scan_lengths, scan_samples"),
