@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from minitron import cli
 
 pytest.importorskip("modelopt")
-DOCUMENTED = json.loads((Path(__file__).parent / "data" / "trtllm_documented_flags.json").read_text())
+DOCUMENTED = json.loads((Path(__file__).parents[1] / "data" / "trtllm_documented_flags.json").read_text())
 
 
 @pytest.fixture(scope="module")

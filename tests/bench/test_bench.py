@@ -10,7 +10,7 @@ from conftest import tiny_model
 from minitron.bench import ideal, records, report, target, workload
 from minitron.core.model_io import save_checkpoint
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,7 @@ def test_an_interrupted_stage_resumes(recipe):
 def test_every_shipped_recipe_has_a_dry_run():
     from pathlib import Path
 
-    for path in sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml")):
+    for path in sorted((Path(__file__).resolve().parents[2] / "recipes").rglob("*.yaml")):
         stages = pipeline.plan(path)
         assert [s.name for s in stages][-1] in ("distill", "quantize", "deploy", "bench", "eval", "findings"), path
 
@@ -149,7 +149,7 @@ def test_each_seed_trains_every_compared_student_and_draws_its_own_random_rankin
 def test_the_tiny_recipe_plans_every_finding_and_each_stage_depends_only_on_its_inputs():
     from pathlib import Path
 
-    stages = {s.name: s for s in pipeline.plan(Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml")}
+    stages = {s.name: s for s in pipeline.plan(Path(__file__).resolve().parents[2] / "recipes" / "tiny.yaml")}
     for name in ("distill-depth", "distill-original", "distill-parallel", "distill-random-init",
                  "distill-random-pruning", "train-lm-loss", "bench", "eval", "findings"):
         assert name in stages
@@ -168,7 +168,7 @@ def test_two_processes_under_torchrun_run_the_recipe_once(recipe, tmp_path):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "minitron", "run", str(recipe)]

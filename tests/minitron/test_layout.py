@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"core": "core", "compress": "compress", "deploy": "deploy", "bench": "bench", "evals": "evals",
             "minitron": "minitron"}
 ALLOWED = {

@@ -30,7 +30,7 @@ def token_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
 
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 CALIB = ["--seq-len", 32, "--num-samples", 8, "--batch-size", 4]
 
 

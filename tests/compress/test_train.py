@@ -19,7 +19,7 @@ from minitron.core.model_io import save_checkpoint
 
 from minitron import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
