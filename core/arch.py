@@ -167,3 +167,19 @@ def count_params(config) -> dict[str, int]:
     if not Dims.of(config).tied:
         embedding += model.get_output_embeddings().weight.numel()
     return {"params": total, "non_embedding_params": total - embedding}
+
+
+def target_counts(source, target: "WidthTarget", num_layers: int | None = None) -> dict:
+    """Parameter counts of `source` (a config) and of its pruning to `target` keeping the first `num_layers`
+    layers (a depth prune keeps that many; which ones does not change the count), from the configs alone:
+    {"source": counts, "target": counts with the target's `dims`}."""
+    dims = target.resolve(Dims.of(source))
+    if num_layers is not None and not 0 < num_layers <= dims.layers:
+        raise BadInput(f"--num-layers {num_layers} is out of range: the source has {dims.layers} layers")
+    derived = derive_config(source, dims, list(range(num_layers)) if num_layers else None)
+    return {"source": count_params(source), "target": {**count_params(derived), "dims": {**Dims.of(derived).__dict__}}}
+
+
+def human_count(n: int) -> str:
+    """123456789 -> '123.457M', 8030261248 -> '8.030B'."""
+    return f"{n / 1e9:.3f}B" if n >= 1e9 else f"{n / 1e6:.3f}M"

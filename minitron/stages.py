@@ -12,16 +12,12 @@ def param_change(recipe, target) -> str:
     """Teacher and `target` (a PruneSpec) parameter counts, from the teacher's config alone (meta device)."""
     from transformers import AutoConfig
 
-    from minitron.core.arch import Dims, WidthTarget, count_params, derive_config
+    from minitron.core.arch import WidthTarget, human_count, target_counts
 
-    source = AutoConfig.from_pretrained(recipe.teacher_config)
-    dims = WidthTarget(target.hidden_size, target.ffn_hidden_size, target.num_heads,
-                       target.num_kv_heads).resolve(Dims.of(source))
-    keep = list(range(target.num_layers)) if target.num_layers else None
-    before, after = count_params(source)["params"], count_params(derive_config(source, dims, keep))["params"]
-    scale = 1e9 if before >= 1e9 else 1e6
-    unit = "B" if scale == 1e9 else "M"
-    return f"{before / scale:.3f}{unit} -> {after / scale:.3f}{unit} params"
+    counts = target_counts(AutoConfig.from_pretrained(recipe.teacher_config),
+                           WidthTarget(target.hidden_size, target.ffn_hidden_size, target.num_heads,
+                                       target.num_kv_heads), target.num_layers)
+    return f"{human_count(counts['source']['params'])} -> {human_count(counts['target']['params'])} params"
 
 
 def gguf_file(recipe) -> Path:

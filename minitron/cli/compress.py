@@ -65,7 +65,7 @@ def arch(
     """Parameter counts (total and non-embedding) of a source config and a pruning target, on the meta device."""
     from transformers import AutoConfig
 
-    from minitron.core.arch import Dims, WidthTarget, count_params, derive_config
+    from minitron.core.arch import WidthTarget, human_count, target_counts
     from minitron.recipe import load_recipe
 
     if recipe is not None:
@@ -77,23 +77,15 @@ def arch(
         num_layers = num_layers or target.num_layers
     if config is None:
         raise BadInput("pass --config PATH (a config.json) or --recipe PATH")
-    source = AutoConfig.from_pretrained(config)
-    dims = WidthTarget(hidden_size, ffn_hidden_size, num_heads, num_kv_heads).resolve(Dims.of(source))
-    if num_layers is not None and not 0 < num_layers <= dims.layers:
-        raise BadInput(f"--num-layers {num_layers} is out of range: the source has {dims.layers} layers")
-    keep = list(range(num_layers)) if num_layers else None
-    result = {"source": count_params(source), "target": count_params(derive_config(source, dims, keep))}
-    result["target"]["dims"] = {**Dims.of(derive_config(source, dims, keep)).__dict__}
+    result = target_counts(AutoConfig.from_pretrained(config),
+                           WidthTarget(hidden_size, ffn_hidden_size, num_heads, num_kv_heads), num_layers)
     if as_json:
         typer.echo(json.dumps(result))
         return
-    def human(n: int) -> str:
-        return f"{n / 1e9:.3f}B" if n >= 1e9 else f"{n / 1e6:.3f}M"
-
     for side in ("source", "target"):
         counts = result[side]
-        typer.echo(f"{side:7s} {human(counts['params']):>9s} params  "
-                   f"{human(counts['non_embedding_params']):>9s} non-embedding")
+        typer.echo(f"{side:7s} {human_count(counts['params']):>9s} params  "
+                   f"{human_count(counts['non_embedding_params']):>9s} non-embedding")
     typer.echo(f"target  {result['target']['dims']}")
 
 
