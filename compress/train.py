@@ -35,6 +35,7 @@ from minitron.compress.resume import STATE_DIR, StepSampler, load_state, save_st
 from minitron.core.errors import BadInput, OutputExists, RunFailed
 from minitron.core.precision import PRECISIONS
 from minitron.core.precision import autocast as precision_autocast
+from minitron.core.records import RECORD_NAME
 from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
@@ -316,6 +317,22 @@ def _check_pair(student_dir, teacher_dir, cfg: TrainConfig):
     return tokenizer
 
 
+def _finished_run(out: Path, cfg: TrainConfig) -> list[dict]:
+    """The metrics of the finished run in `out`, for a `--resume` of it with the same settings."""
+    import json
+
+    from minitron.core.records import read_jsonl
+
+    finished = json.loads((out / RECORD_NAME).read_text()).get("config", {})
+    asked = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}  # as JSON has it
+    changed = [k for k, v in asked.items() if finished.get(k, v) != v]
+    if changed:
+        raise OutputExists(f"{out} holds a finished run with other settings ({', '.join(changed)}); pass --overwrite "
+                           "to train it again, or choose another --out")
+    log.info("%s holds this run, finished; nothing to resume", out)
+    return read_jsonl(out / METRICS, "metrics record")
+
+
 def _prepare_out(out: Path, resume: bool, overwrite: bool, rank: int) -> bool:
     """Returns whether to resume. Refuses to touch an existing folder without --resume or --overwrite."""
     if resume and (out / STATE_DIR / "train_state.pt").is_file():
@@ -371,6 +388,8 @@ def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_
     out = Path(out)
     rank = int(os.environ.get("RANK", "0"))
     tokenizer = _check_pair(student_dir, teacher_dir, cfg)
+    if resume and (out / RECORD_NAME).is_file():  # finished (its optimizer state is gone): nothing to redo
+        return _finished_run(out, cfg)
     resuming = _prepare_out(out, resume, overwrite, rank)
     splits = load_blocks(data, tokenizer, cfg.seq_len, seed=cfg.seed)
     if len(splits.val) == 0:
@@ -408,6 +427,9 @@ def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_
             write_record(out, stage, seed=cfg.seed, student=str(student_dir), teacher=teacher_dir, data=data,
                          random_init=random_init, config=dataclasses.asdict(cfg), final_validation=final,
                          world_size=int(os.environ.get("WORLD_SIZE", "1")))
+            # the optimizer state is three times the model and only resumes an unfinished run: a findings recipe
+            # of 25 runs would otherwise keep 20 GB of it
+            shutil.rmtree(out / STATE_DIR, ignore_errors=True)
     if dist.is_initialized():
         dist.barrier()
     return records

@@ -16,6 +16,7 @@ from minitron.compress.train import TrainConfig, TrainingDiverged, fit, lr_multi
 from minitron.compress.width import prune_width
 from minitron.core.arch import WidthTarget
 from minitron.core.model_io import save_checkpoint
+from safetensors.torch import load_file
 
 from minitron import cli
 
@@ -89,9 +90,15 @@ def test_interrupted_run_resumes_with_the_same_losses(pair, tmp_path):
     for r in full:
         if r["split"] == "train" and r["step"] > 4:
             assert resumed[r["step"]] == pytest.approx(r["loss"], rel=1e-6, abs=1e-7)
-    a = torch.load(tmp_path / "full" / "state" / "train_state.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "cut" / "state" / "train_state.pt", weights_only=False)["model"]
+    a, b = (load_file(tmp_path / run / "model.safetensors") for run in ("full", "cut"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert not (tmp_path / "full" / "state").exists()  # a finished run keeps its model, not its optimizer
+    again = fit(str(pair / "student"), str(pair / "data.txt"), tmp_path / "full", cfg,
+                teacher_dir=str(pair / "teacher"), resume=True)  # finished: nothing redone, nothing lost
+    assert again == full and (tmp_path / "full" / "minitron.json").is_file()
+    with pytest.raises(FileExistsError, match=r"holds a finished run with other settings \(steps"):
+        fit(str(pair / "student"), str(pair / "data.txt"), tmp_path / "full", small(steps=9, save_every=2),
+            teacher_dir=str(pair / "teacher"), resume=True)
 
 
 def test_cached_teacher_outputs_give_the_same_run_and_skip_the_teacher(pair, tmp_path, monkeypatch):
