@@ -5,7 +5,11 @@ import ast
 from pathlib import Path
 
 import pytest
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as pip vendors it
+    from pip._vendor import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"core": "core", "compress": "compress", "deploy": "deploy", "bench": "bench", "evals": "evals",
