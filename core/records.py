@@ -5,8 +5,9 @@
         write_record(tmp, "prune-width", seed=0, target=...)   # minitron.json: what ran, on what, with which settings
 
 Every stage writes through `output_dir`, so an interrupted run never leaves a half-written folder that a later
-stage could mistake for a finished one; single files go through `atomic_file` / `atomic_write`. Logs that grow line by line
-(training metrics, throughput records) are read by `read_jsonl`, which forgives only a last line cut short.
+stage could mistake for a finished one; single files go through `atomic_file` / `atomic_write`. Logs that grow
+line by line (training metrics, throughput records) are read by `read_jsonl`, which forgives only a last line
+cut short.
 """
 
 from __future__ import annotations

@@ -43,7 +43,8 @@ class _ExpectedNotices(logging.Filter):
 @contextlib.contextmanager
 def _quiet_expected_notices():
     """`_ExpectedNotices` on lm-eval's loggers for the length of one evaluation, not for the process."""
-    loggers, notices = [logging.getLogger(n) for n in ("lm_eval.evaluator", "lm_eval.models.huggingface")], _ExpectedNotices()
+    loggers = [logging.getLogger(name) for name in ("lm_eval.evaluator", "lm_eval.models.huggingface")]
+    notices = _ExpectedNotices()
     for logger in loggers:
         logger.addFilter(notices)
     try:
@@ -101,7 +102,8 @@ class DataAccess:
         env, flags = {}, []
         if self.offline:
             env |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-            flags += [("datasets.config", "HF_HUB_OFFLINE", True), ("huggingface_hub.constants", "HF_HUB_OFFLINE", True)]
+            flags += [("datasets.config", "HF_HUB_OFFLINE", True),
+                      ("huggingface_hub.constants", "HF_HUB_OFFLINE", True)]
         if self.data_dir is not None:
             env["HF_DATASETS_CACHE"] = str(self.data_dir)
             flags.append(("datasets.config", "HF_DATASETS_CACHE", self.data_dir))

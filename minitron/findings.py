@@ -2,12 +2,13 @@
 
     minitron run recipes/tiny.yaml         # the embedded default: writes results/tiny/ (its `findings` section)
 
-`minitron run` calls `minitron.findings_report.write_findings` last, with the folders its stages wrote: the training logs of every
-distillation run, the depth scan, the throughput report and the eval runs. Nothing here trains; it reads,
-compares and draws, and re-scores the final students on their held-out blocks so that comparisons of two
-students are paired, with a standard error (the depth scan's are not: it keeps no per-block scores). Each claim is the paper's, each rule (how "held" is decided) is printed
-beside the numbers it was decided on, and a claim that does not hold at this scale, or whose difference lies
-within the noise (two standard errors), is reported as such.
+`minitron run` calls `minitron.findings_report.write_findings` last, with the folders its stages wrote: the
+training logs of every distillation run, the depth scan, the throughput report and the eval runs. Nothing here
+trains; it reads, compares and draws, and re-scores the final students on their held-out blocks so that
+comparisons of two students are paired, with a standard error (the depth scan's are not: it keeps no per-block
+scores). Each claim is the paper's, each rule (how "held" is decided) is printed beside the numbers it was
+decided on, and a claim that does not hold at this scale, or whose difference lies within the noise (two
+standard errors), is reported as such.
 
 Writes into the findings folder (atomically; it is regenerated as a whole):
 - `findings.md` and `findings.csv`: every claim, the paper's figure, the rule, what was measured, held or not;

@@ -156,11 +156,10 @@ ScanSamples = Annotated[int, typer.Option("--num-samples", help="Validation bloc
 
 
 def _metric(metric: str, scan_lengths: str | None) -> dict:
-    """--metric and --scan-lengths as the library takes them: the name, its scorer factory, the lengths."""
-    from minitron.evals.scorers import depth_scorer
+    """--metric and --scan-lengths as the library takes them (as a recipe's are: minitron/stages.py)."""
+    from minitron.stages import scan_arguments
 
-    lengths = [int(x) for x in (scan_lengths or "").split(",") if x.strip()]
-    return {"metric": metric, "metric_scorer": depth_scorer(metric), "scan_lengths": lengths}
+    return scan_arguments({"metric": metric, "scan_lengths": scan_lengths})
 
 
 @prune_app.command("depth")

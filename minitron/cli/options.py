@@ -15,4 +15,5 @@ def _device(value: str) -> str:
 
 Device = Annotated[str, typer.Option(
     "--device", help="cpu, cuda, cuda:1, ... or auto (CUDA when torch sees a GPU, else cpu).", callback=_device)]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists (it is never replaced otherwise).")]
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace --out if it exists (it is never replaced otherwise).")]
