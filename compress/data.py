@@ -1,7 +1,6 @@
 """The one data loader behind calibration, distillation and validation.
 
-A source is a local text file, a folder, a JSONL or Parquet file with a ``text`` field, or a
-Hugging Face hub dataset (``owner/name[:config][@split]``). It is tokenized once into a flat
+A source (a file, a folder or a hub dataset, read by `minitron.compress.documents`) is tokenized once into a flat
 stream of token ids (every document followed by EOS), cached as a memory-mapped ``.npy``, and cut
 into fixed-length blocks that are shuffled by a seed and split into train and validation.
 A folder holding `train.*` and `validation.*` files (and optionally `calibration.*`) is a corpus already
@@ -24,10 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import logging
 import os
-import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -35,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from minitron.compress.documents import DataError, hub_spec, local_files, read_documents, render, split_files
 from minitron.core.errors import BadInput
 from minitron.core.records import cache_root
 from tqdm import tqdm
@@ -43,15 +41,8 @@ log = logging.getLogger(__name__)
 
 # Bump when the stream layout or the reading rules change, so old caches are not reused.
 FORMAT_VERSION = "minitron-tokens-v1"
-FOLDER_SUFFIXES = (".txt", ".md", ".rst", ".py", ".jsonl", ".json", ".parquet")
-# A hub dataset id, optionally with a config after ':' and a split (slices allowed) after '@'.
-_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?(:[\w.-]+)?(@[\w.:%\[\]+-]+)?")
 # Documents handed to the tokenizer at once: fast tokenizers encode a batch on several threads.
 _ENCODE_BATCH = 64
-
-
-class DataError(BadInput):
-    """A problem with the data the user passed; the message says what is wrong and how to fix it."""
 
 
 @dataclass(eq=False, repr=False)
@@ -104,170 +95,6 @@ class DataSplits:
             self.calibration = self.train
 
 
-SPLITS = ("train", "validation", "calibration")
-"""File stems of a corpus split by document (`train.jsonl`, `validation.jsonl`, `calibration.jsonl`)."""
-
-
-def split_files(source: str) -> dict[str, Path] | None:
-    """The split files of a folder that holds `train.*` and `validation.*` (and optionally `calibration.*`),
-    or None when `source` is not such a folder. Other files in it are not read."""
-    path = Path(source).expanduser()
-    if not path.is_dir():
-        return None
-    found: dict[str, Path] = {}
-    for file in sorted(path.iterdir()):
-        if file.is_file() and file.stem in SPLITS and file.suffix.lower() in FOLDER_SUFFIXES:
-            if file.stem in found:
-                raise DataError(f"{source} holds two {file.stem} files ({found[file.stem].name}, {file.name}); keep one")
-            found[file.stem] = file
-    if not found:
-        return None
-    if "train" not in found or "validation" not in found:
-        raise DataError(f"{source} holds {', '.join(f.name for f in found.values())} but a split corpus needs both "
-                        "train.* and validation.* (calibration.* is optional); add the missing one or rename them")
-    return found
-
-
-# ---------------------------------------------------------------------------------------------- reading
-
-
-def _looks_local(source: str) -> bool:
-    name = source.rsplit("/", 1)[-1]
-    return source.startswith((".", "/", "~")) or re.search(r"\.[A-Za-z]\w*$", name) is not None
-
-
-def _local_files(source: str) -> list[Path] | None:
-    """The files a local source stands for, or None when `source` names a hub dataset."""
-    path = Path(source).expanduser()
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        # Hidden entries are skipped so a repository's .git or .venv never leaks into a corpus.
-        files = sorted(
-            p for p in path.rglob("*")
-            if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES
-            and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
-        if not files:
-            raise DataError(f"folder {source} has no {' '.join(FOLDER_SUFFIXES)} files: add some, or pass a file")
-        return files
-    if _looks_local(source) or not _HUB_NAME.fullmatch(source):
-        raise DataError(f"no such file or folder: {source}")
-    return None
-
-
-def _read_text(path: Path) -> Iterator[str]:
-    # A stray undecodable byte becomes U+FFFD instead of stopping a long tokenization run.
-    yield path.read_text(encoding="utf-8", errors="replace")
-
-
-Document = str | list
-"""A document: text, or a conversation (a list of {role, content} turns) that the tokenizer's chat template renders."""
-
-
-def _text_of(record: object, where: str) -> Document:
-    if isinstance(record, dict) and isinstance(record.get("text"), str):
-        return record["text"]
-    messages = record.get("messages") if isinstance(record, dict) else None
-    if isinstance(messages, list) and messages and all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in messages):
-        return messages
-    raise DataError(f"{where}: no 'text' field (a string) nor 'messages' (a list of {{role, content}} turns) in this "
-                    "record; every record needs one")
-
-
-def _read_jsonl(path: Path) -> Iterator[Document]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}); JSONL needs one object per line") from e
-            yield _text_of(record, f"{path}:{lineno}")
-
-
-def _read_json(path: Path) -> Iterator[Document]:
-    # Many datasets ship JSON Lines under a .json name; a leading '[' tells the two apart.
-    with path.open(encoding="utf-8") as f:
-        head = f.read(4096).lstrip()
-    if not head.startswith("["):
-        yield from _read_jsonl(path)
-        return
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); fix the file or convert it to JSONL") from e
-    for i, record in enumerate(records):
-        yield _text_of(record, f"{path}[{i}]")
-
-
-def _read_parquet(path: Path) -> Iterator[str]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as e:
-        raise DataError(f"reading {path} needs pyarrow: pip install pyarrow, or convert it to JSONL") from e
-    pf = pq.ParquetFile(path)
-    if "text" not in pf.schema_arrow.names:
-        names = ", ".join(pf.schema_arrow.names)
-        raise DataError(f"{path}: no 'text' column (columns: {names}); name the column of documents 'text'")
-    # Row groups are read one batch at a time so a large file never sits in memory whole.
-    for batch in pf.iter_batches(columns=["text"]):
-        yield from (t for t in batch.column("text").to_pylist() if t is not None)
-
-
-_READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet}
-
-
-def _hub_spec(source: str) -> tuple[str, str | None, str]:
-    name_config, _, split = source.partition("@")
-    name, _, config = name_config.partition(":")
-    return name, config or None, split or "train"
-
-
-def _open_hub(source: str) -> Iterator[str]:
-    """Load a hub dataset now, so a missing network or package fails before any progress bar shows."""
-    name, config, split = _hub_spec(source)
-    hint = f"{source!r} does not exist locally, so it was taken as a hub dataset; hub datasets need network"
-    fix = "pass a local file or folder (.txt .md .jsonl .parquet ...) instead"
-    offline = [v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-               if os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")]
-    if offline:
-        raise DataError(f"{hint}, but {offline[0]}=1 is set: {fix}")
-    try:
-        from datasets import load_dataset
-    except ImportError as e:
-        raise DataError(f"{hint} and the `datasets` package (pip install datasets): {fix}") from e
-    try:
-        ds = load_dataset(name, config, split=split)
-    except Exception as e:  # connection, auth and not-found errors all mean the same to the user
-        raise DataError(f"{hint}, and loading it failed ({type(e).__name__}: {e}): {fix}") from e
-    if "text" not in ds.column_names:
-        raise DataError(f"hub dataset {source}: no 'text' column (columns: {', '.join(ds.column_names)})")
-    return (t for batch in ds.iter(batch_size=1024) for t in batch["text"] if t is not None)
-
-
-def _read_files(files: list[Path]) -> Iterator[Document]:
-    for path in files:
-        yield from _READERS.get(path.suffix.lower(), _read_text)(path)
-
-
-def read_documents(source: str) -> Iterator[Document]:
-    """Every document of a source in a fixed order (folders: sorted paths, each file by its own rule).
-
-    Plain-text files are one document each; .jsonl/.json/.parquet hold one document per record's `text`
-    (.jsonl/.json records may hold a conversation in `messages` instead: see `render`).
-    A missing path or unreachable hub dataset raises here, at the call, not at the first document.
-    """
-    files = _local_files(source)
-    return _open_hub(source) if files is None else _read_files(files)
-
-
-# ---------------------------------------------------------------------------------------------- tokenizing
-
-
 def _eos_id(tokenizer) -> int:
     if tokenizer.eos_token_id is None:
         raise DataError(
@@ -275,17 +102,6 @@ def _eos_id(tokenizer) -> int:
             "set tokenizer.eos_token (or use the model's own tokenizer)"
         )
     return int(tokenizer.eos_token_id)
-
-
-def render(document: Document, tokenizer) -> str:
-    """A document as the text the model reads: a conversation through the tokenizer's chat template (so an
-    instruct model's students keep seeing its turn format), or its turns' contents one after another where the
-    tokenizer has no template (a base model)."""
-    if isinstance(document, str):
-        return document
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(document, tokenize=False)
-    return "\n\n".join(turn["content"] for turn in document)
 
 
 def _tokenizer_fingerprint(tokenizer) -> str:
@@ -298,7 +114,7 @@ def _tokenizer_fingerprint(tokenizer) -> str:
 def _cache_path(source: str, files: list[Path] | None, tokenizer, cache_dir: str | None) -> Path:
     """The cache file for this source and tokenizer: any edited file or other tokenizer gives a new key."""
     if files is None:
-        described = "hub:" + "|".join(str(part) for part in _hub_spec(source))
+        described = "hub:" + "|".join(str(part) for part in hub_spec(source))
     else:
         described = "\n".join(f"{p.resolve()}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}" for p in files)
     key = hashlib.sha256("\n".join([FORMAT_VERSION, described, _tokenizer_fingerprint(tokenizer)]).encode())
@@ -319,7 +135,7 @@ def tokenize_corpus(source: str, tokenizer, cache_dir: str | None = None) -> np.
     every later run with the same files and tokenizer.
     """
     eos = _eos_id(tokenizer)
-    files = _local_files(source)
+    files = local_files(source)
     path = _cache_path(source, files, tokenizer, cache_dir)
     if path.exists():
         tokens = np.load(path, mmap_mode="r")

@@ -43,7 +43,7 @@ PRETRAIN_LR = 5e-3
 
 
 def pretrain_config(steps: int, seed: int, precision: str = "auto"):
-    from minitron.compress.train import TrainConfig
+    from minitron.compress.train_config import TrainConfig
 
     return TrainConfig(steps=steps, seq_len=256, global_batch=16, micro_batch=8, lr=PRETRAIN_LR, min_lr=1e-4,
                        warmup=max(1, steps // 20), kd=False, eval_every=max(1, steps // 5), save_every=steps,

@@ -73,7 +73,7 @@ def importance(model: str, calib: str | None, out: str | Path, num_samples: int 
                precision: str = "auto", seed: int = 0, overwrite: bool = False) -> Path:
     """Neuron, head, channel and layer importance of `model` on `calib`, saved to `out` (.safetensors) for
     `prune_width(importance_file=...)` to reuse."""
-    out = check_output_dir(out, overwrite)
+    out = check_output_dir(out, overwrite, reads=(model, calib))
     model = local_model(model)
     config = load_config(model)
     blocks = _calibration(calib, model, config, seq_len, num_samples, seed)
@@ -93,7 +93,7 @@ def prune_width(model: str, out: str | Path, target: WidthTarget, calib: str | N
     from minitron.compress.importance import Importance
     from minitron.compress.width import prune_width as trim
 
-    out = check_output_dir(out, overwrite)
+    out = check_output_dir(out, overwrite, reads=(model, calib, importance_file))
     model = local_model(model)
     config = load_config(model)
     if target == WidthTarget():
@@ -178,7 +178,7 @@ def prune_depth(model: str, out: str | Path, calib: str | None = None, num_layer
     by `metric`; or drop the layers `drop` names (0-based, `16-31` or `3,5,7`) without a scan."""
     from minitron.compress import depth
 
-    out = check_output_dir(out, overwrite)
+    out = check_output_dir(out, overwrite, reads=(model, calib))
     model = local_model(model)
     config = load_config(model)
     n = config.num_hidden_layers
@@ -210,7 +210,7 @@ def scan_depth(model: str, out: str | Path, num_layers: int, calib: str | None =
                num_samples: int = 1024, seq_len: int | None = None, batch_size: int = 8, device: str = "cpu",
                precision: str = "auto", seed: int = 0, overwrite: bool = False) -> Path:
     """The depth-sensitivity scan alone (the paper's Figures 8 and 9): depth_scan.csv and .png, nothing pruned."""
-    out = check_output_dir(out, overwrite)
+    out = check_output_dir(out, overwrite, reads=(model, calib))
     model = local_model(model)
     _, _, table, scorers = _scan(model, calib, num_layers, metric, metric_scorer, scan_lengths, num_samples,
                                  seq_len, batch_size, device, precision, seed)

@@ -8,14 +8,11 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from minitron.compress.train_config import TrainConfig
 from minitron.core.errors import BadInput
-
-if TYPE_CHECKING:  # train.py imports this module
-    from minitron.compress.train import TrainConfig
 
 STATE_DIR = "state"
 

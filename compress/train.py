@@ -24,7 +24,6 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,8 +31,8 @@ import torch.distributed as dist
 from minitron.compress.distributed import all_mean, init_distributed, shard
 from minitron.compress.kd_loss import chunked_kd_loss, chunked_lm_loss, lm_head_of
 from minitron.compress.resume import STATE_DIR, StepSampler, load_state, save_state
+from minitron.compress.train_config import TrainConfig
 from minitron.core.errors import BadInput, OutputExists, RunFailed
-from minitron.core.precision import PRECISIONS
 from minitron.core.precision import autocast as precision_autocast
 from minitron.core.records import RECORD_NAME
 from tqdm.auto import tqdm
@@ -45,82 +44,6 @@ METRICS = "metrics.jsonl"
 
 class TrainingDiverged(RunFailed):
     """The loss went non-finite or spiked past `spike_factor`: the run stops, its last checkpoint kept."""
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one training run; the defaults are the paper's Table 4 (Llama-3.1-Minitron) where it has one."""
-
-    steps: int = 100
-    """Optimizer steps; `--tokens` sets it to tokens / (global_batch * seq_len)."""
-    seq_len: int = 8192
-    """Tokens per sequence (the paper's context length)."""
-    global_batch: int = 1152
-    """Sequences per optimizer step, over all processes; reached by gradient accumulation."""
-    micro_batch: int = 1
-    """Sequences per forward pass on each process."""
-    lr: float = 1e-4
-    """Peak learning rate of the student (Table 4)."""
-    min_lr: float = 1e-5
-    """Final learning rate of the cosine decay (Table 4)."""
-    warmup: int = 40
-    """Linear warm-up steps (Table 4)."""
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
-    """Clip the global gradient norm to this value (0 turns clipping off)."""
-    temperature: float = 1.0
-    """Softmax temperature of the forward KL."""
-    lm_weight: float = 0.0
-    """Weight of the student's LM cross-entropy beside the KD loss; the paper uses KD only (0)."""
-    kd: bool = True
-    """False trains the student on its LM loss only (the paper's 'pruning + LM loss' baseline)."""
-    correct_teacher: bool = False
-    """Train the teacher on its LM loss while it teaches (the paper's Figure 5)."""
-    teacher_lr: float = 2e-5
-    """Peak learning rate of the teacher under parallel correction: one fifth of the student's peak."""
-    teacher_warmup: int = 120
-    """Warm-up steps of the teacher under parallel correction (the paper's correction setting)."""
-    eval_every: int = 50
-    """Validate every N steps (and at step 0 and at the end)."""
-    eval_batches: int = 8
-    """Validation micro-batches per evaluation."""
-    save_every: int = 100
-    """Write a resumable checkpoint every N steps (and at the end)."""
-    chunk_size: int = 1024
-    """Tokens per chunk of the vocabulary-sized losses."""
-    precision: str = "auto"
-    """'bf16' autocast, 'fp32', or 'auto' (bf16 on GPUs and CPUs that do bf16 natively: core/precision.py)."""
-    seed: int = 0
-    """Seeds the data order and any random initialisation."""
-    spike_factor: float = 5.0
-    """Stop when a step's loss exceeds this multiple of the running mean (after 10 steps)."""
-
-    def validate(self, world: int = 1) -> None:
-        if self.global_batch % (world * self.micro_batch):
-            raise BadInput(f"--global-batch {self.global_batch} must be a multiple of processes x micro batch "
-                             f"({world} x {self.micro_batch})")
-        positive = ["steps", "seq_len", "global_batch", "micro_batch", "eval_every", "save_every", "chunk_size"]
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise BadInput(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not 0 < self.min_lr <= self.lr:
-            raise BadInput(f"need 0 < --min-lr <= --lr, got {self.min_lr} and {self.lr}")
-        if self.precision not in PRECISIONS:
-            raise BadInput(f"--precision must be {', '.join(PRECISIONS)}, not {self.precision!r}")
-
-
-def steps_for_tokens(tokens: int, global_batch: int, seq_len: int) -> int:
-    """Optimizer steps that spend a token budget (rounded up: the budget is a floor, not a cap)."""
-    return max(1, -(-int(tokens) // (global_batch * seq_len)))
-
-
-def budgeted_config(tokens: int | None = None, **fields) -> TrainConfig:
-    """`TrainConfig(**fields)`, its steps set by the token budget `tokens` when given (rounded up)."""
-    cfg = TrainConfig(**fields)
-    if tokens is not None:
-        cfg.steps = steps_for_tokens(tokens, cfg.global_batch, cfg.seq_len)
-    return cfg
 
 
 def lr_multiplier(step: int, total: int, warmup: int, peak: float, minimum: float) -> float:
@@ -380,10 +303,11 @@ def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_
     from minitron.compress.data import load_blocks
     from minitron.core.gguf import local_model
     from minitron.core.model_io import load_model
-    from minitron.core.records import RECORD_NAME, write_record
+    from minitron.core.records import RECORD_NAME, refuse_overlap, write_record
     from transformers import AutoModelForCausalLM
 
     cfg.validate(int(os.environ.get("WORLD_SIZE", "1")))
+    refuse_overlap(out, (student_dir, teacher_dir, data, teacher_cache))
     student_dir, teacher_dir = local_model(student_dir), teacher_dir and local_model(teacher_dir)
     out = Path(out)
     rank = int(os.environ.get("RANK", "0"))

@@ -87,7 +87,7 @@ def convert(gguf_path: str | os.PathLike, out: str | os.PathLike, overwrite: boo
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(gguf_path).expanduser().resolve()
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, reads=(path,))
     header = describe(path)
     sha = file_sha256(path)
     log.info("converting %s (%s, %s) to a HF checkpoint", path.name, header["architecture"], header["file_type"])

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -33,8 +34,25 @@ log = logging.getLogger(__name__)
 RECORD_NAME = "minitron.json"
 
 
-def check_output_dir(out: str | os.PathLike, overwrite: bool) -> Path:
-    """Fail before any heavy work when `out` exists and `overwrite` is not set."""
+def refuse_overlap(out: str | os.PathLike, reads: Iterable) -> None:
+    """Fail when `out` is, holds or lies inside one of the local paths a command `reads` (hub ids and missing
+    paths are left to their loaders): replacing it would destroy an input, with or without --overwrite."""
+    target = Path(out).expanduser().resolve()
+    for source in reads:
+        path = Path(source).expanduser() if source is not None else None
+        if path is None or not path.exists():
+            continue
+        path = path.resolve()
+        if target == path or target in path.parents or path in target.parents:
+            relation = "is" if target == path else "holds" if target in path.parents else "lies inside"
+            raise BadInput(f"the output {out} {relation} the input {source}: writing it would destroy what the "
+                           "command reads; choose an --out outside every input")
+
+
+def check_output_dir(out: str | os.PathLike, overwrite: bool, reads: Iterable = ()) -> Path:
+    """Fail before any heavy work when `out` overlaps an input (`refuse_overlap`), or exists and `overwrite` is
+    not set."""
+    refuse_overlap(out, reads)
     out = Path(out)
     if out.exists() and not overwrite:
         raise OutputExists(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
@@ -42,9 +60,10 @@ def check_output_dir(out: str | os.PathLike, overwrite: bool) -> Path:
 
 
 @contextlib.contextmanager
-def output_dir(out: str | os.PathLike, overwrite: bool = False):
-    """Yield a temporary folder beside `out`; on success it replaces `out`, on error it is removed."""
-    out = check_output_dir(out, overwrite)
+def output_dir(out: str | os.PathLike, overwrite: bool = False, reads: Iterable = ()):
+    """Yield a temporary folder beside `out`; on success it replaces `out`, on error it is removed. `reads` are
+    the command's inputs, which `out` may not overlap (`check_output_dir`)."""
+    out = check_output_dir(out, overwrite, reads)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

@@ -254,7 +254,7 @@ def deploy(checkpoint: str | Path, backend: str, out: str | Path, engine: str | 
     if engine not in (None, "tensorrt") or (engine and backend != "trtllm"):
         raise BadInput("--engine tensorrt is the only engine option, and only with --backend trtllm")
     out, checkpoint = Path(out), Path(checkpoint)
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, reads=(checkpoint,))
     facts = checkpoint_facts(checkpoint)
     sizing = size_deployment(facts, gpu_memory_gb, max_batch_size, max_seq_len, max_num_tokens)
     version = engine_available(backend)

@@ -123,7 +123,7 @@ def quantize(model_dir: str, calib: str, out: str | Path, kv_cache: str = "auto"
         raise BadInput(f"--kv-cache must be auto (the model's dtype) or fp8, not {kv_cache!r}")
     if dtype not in DTYPES:
         raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}")
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, reads=(model_dir, calib))
     model_dir = local_model(model_dir)
     config = load_config(model_dir)  # refuses unsupported and already-quantized checkpoints
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -57,7 +57,7 @@ def write_table(run_folders: list[str | Path], out: str | Path, teacher: str | N
                 paper_columns: list[str] | None = None, overwrite: bool = True) -> pd.DataFrame:
     runs = [load_run(f) for f in run_folders]
     table = build_table(runs, teacher, paper_columns)
-    with output_dir(out, overwrite) as tmp:
+    with output_dir(out, overwrite, reads=run_folders) as tmp:
         table.to_csv(tmp / "table.csv", float_format="%.2f")
         (tmp / "table.md").write_text(table.to_markdown(floatfmt=".1f") + "\n")
     return table

@@ -31,8 +31,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from minitron import stage_kinds as kinds
 from minitron.core.stats import direction
-from minitron.findings_runs import HeldOutLosses, curve_table, final_loss, final_losses, plot_arms, seeds_of, val_curve
+from minitron.findings_runs import HeldOutLosses, curve_table, final_loss, final_losses, plot_arms, val_curve
 
 log = logging.getLogger("minitron")
 
@@ -106,11 +107,11 @@ def _mean(values: list[float]) -> float:
 
 def teacher_correction(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
                        ) -> list[Verdict]:
-    runs = {"pruned + distilled from the corrected teacher": seeds_of(folders, "distill"),
-            "pruned + distilled from the original teacher": seeds_of(folders, "distill-original"),
-            "original pruned, teacher corrected in parallel": seeds_of(folders, "distill-parallel")}
+    runs = {"pruned + distilled from the corrected teacher": kinds.seeds_of(folders, kinds.DISTILL),
+            "pruned + distilled from the original teacher": kinds.seeds_of(folders, kinds.DISTILL_ORIGINAL),
+            "original pruned, teacher corrected in parallel": kinds.seeds_of(folders, kinds.DISTILL_PARALLEL)}
     table = curve_table(runs, held_out)
-    correction = val_curve(folders["correct"])
+    correction = val_curve(folders[kinds.CORRECT.name])
     table.loc["teacher: before correction", "val_loss_final"] = correction["val_loss"].iloc[0]
     table.loc["teacher: after correction", "val_loss_final"] = correction["val_loss"].iloc[-1]
     table.to_csv(out / "teacher-correction.csv", float_format="%.4f")
@@ -142,15 +143,16 @@ def _starts_lower(better: list[Path], worse: list[Path]) -> bool:
 def pruning_and_distillation(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
                              ) -> list[Verdict]:
     ours = "pruning + KD (ours)"
-    runs = {"random init + KD": seeds_of(folders, "distill-random-init"),
-            "random pruning + KD": seeds_of(folders, "distill-random-pruning"),
-            "pruning + LM loss": seeds_of(folders, "train-lm-loss"), ours: seeds_of(folders, "distill")}
+    runs = {"random init + KD": kinds.seeds_of(folders, kinds.DISTILL_RANDOM_INIT),
+            "random pruning + KD": kinds.seeds_of(folders, kinds.DISTILL_RANDOM_PRUNING),
+            "pruning + LM loss": kinds.seeds_of(folders, kinds.TRAIN_LM_LOSS),
+            ours: kinds.seeds_of(folders, kinds.DISTILL)}
     table = curve_table(runs, held_out)
     table.to_csv(out / "pruning-and-distillation.csv", float_format="%.4f")
     plot_arms(runs, out / "pruning-and-distillation.png", "Pruning and distillation vs baselines (Figure 6)")
     final = {label: _mean(final_losses(held_out, seeds)) for label, seeds in runs.items()}
     initial = table["val_loss_initial"]
-    teacher = val_curve(folders["correct"])["val_loss"].iloc[-1]
+    teacher = val_curve(folders[kinds.CORRECT.name])["val_loss"].iloc[-1]
     init, init_held = _lower_loss(held_out, runs[ours], runs["random init + KD"])
     rand, rand_held = _lower_loss(held_out, runs[ours], runs["random pruning + KD"])
     lm, lm_held = _lower_loss(held_out, runs[ours], runs["pruning + LM loss"])
@@ -179,8 +181,8 @@ def pruning_one_shot(folders: dict[str, Path], out: Path, held_out: HeldOutLosse
     any training: the held-out blocks' noise, and the random draws'."""
     if held_out is None:
         return []
-    rankings = {"importance (activations)": ["prune"], "random": seeds_of(folders, "prune-random"),
-                "weight magnitude": ["prune-magnitude"] if "prune-magnitude" in folders else []}
+    rankings = {"importance (activations)": [kinds.PRUNE.name], "random": kinds.seeds_of(folders, kinds.PRUNE_RANDOM),
+                "weight magnitude": [kinds.PRUNE_MAGNITUDE.name] if kinds.PRUNE_MAGNITUDE.name in folders else []}
     rankings = {label: [folders[n] if isinstance(n, str) else n for n in names]
                 for label, names in rankings.items() if names}
     losses = {label: _mean(final_losses(held_out, seeds)) for label, seeds in rankings.items()}
@@ -205,9 +207,9 @@ def _params(folder: Path) -> int:
 
 def width_vs_depth(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
                    ) -> list[Verdict]:
-    params = {"width": _params(folders["prune"]), "depth": _params(folders["prune-depth"])}
-    runs = {f"width-pruned ({params['width'] / 1e6:.2f}M params)": seeds_of(folders, "distill"),
-            f"depth-pruned ({params['depth'] / 1e6:.2f}M params)": seeds_of(folders, "distill-depth")}
+    params = {"width": _params(folders[kinds.PRUNE.name]), "depth": _params(folders[kinds.PRUNE_DEPTH.name])}
+    runs = {f"width-pruned ({params['width'] / 1e6:.2f}M params)": kinds.seeds_of(folders, kinds.DISTILL),
+            f"depth-pruned ({params['depth'] / 1e6:.2f}M params)": kinds.seeds_of(folders, kinds.DISTILL_DEPTH)}
     table = curve_table(runs, held_out)
     table["params"] = list(params.values())
     table.to_csv(out / "width-vs-depth.csv", float_format="%.4f")
@@ -222,7 +224,8 @@ def width_vs_depth(folders: dict[str, Path], out: Path, held_out: HeldOutLosses 
                                 "at the same parameter count",
                     f"the width-pruned student's LM validation loss is lower at every validation point (every "
                     f"seed), and at the end{SIGNIFICANT}",
-                    f"initial {width[0]:.4f} vs {depth[0]:.4f}, final {_mean(final_losses(held_out, width_runs)):.4f} vs "
+                    f"initial {width[0]:.4f} vs {depth[0]:.4f}, "
+                    f"final {_mean(final_losses(held_out, width_runs)):.4f} vs "
                     f"{_mean(final_losses(held_out, depth_runs)):.4f}{final} "
                     f"({params['width'] / 1e6:.2f}M vs {params['depth'] / 1e6:.2f}M params)",
                     final_held if everywhere else False, seeds=len(width_runs))]
@@ -230,7 +233,8 @@ def width_vs_depth(folders: dict[str, Path], out: Path, held_out: HeldOutLosses 
 
 def depth_sensitivity(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
                       ) -> list[Verdict]:
-    scanned = folders.get("scan-depth", folders["prune-depth"])  # the findings' own scan, if the recipe has one
+    # the findings' own scan, if the recipe has one
+    scanned = folders.get(kinds.SCAN_DEPTH.name, folders[kinds.PRUNE_DEPTH.name])
     scan = pd.read_csv(scanned / "depth_scan.csv")
     scan.to_csv(out / "depth-sensitivity.csv", index=False, float_format="%.4f")
     shutil.copy(scanned / "depth_scan.png", out / "depth-sensitivity.png")
@@ -284,15 +288,15 @@ def depth_sensitivity(folders: dict[str, Path], out: Path, held_out: HeldOutLoss
 
 def _items(folders: dict[str, Path], task: str) -> int:
     """How many items the eval runs scored on `task` (0 when there is no such run)."""
-    if "eval" not in folders:
+    if kinds.EVAL.name not in folders:
         return 0
-    samples = folders["eval"] / "width" / "samples" / f"{task}.jsonl"
+    samples = folders[kinds.EVAL.name] / "width" / "samples" / f"{task}.jsonl"
     return len(samples.read_text().splitlines()) if samples.is_file() else 0
 
 
 def throughput(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
                ) -> list[Verdict]:
-    report = folders["bench"] / "report"
+    report = folders[kinds.BENCH.name] / "report"
     speedups = pd.read_csv(report / "speedup.csv").set_index("label")
     speedups.to_csv(out / "throughput.csv", float_format="%.3f")
     shutil.copy(report / "figure10.png", out / "throughput.png")
@@ -307,7 +311,7 @@ def throughput(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | No
 
 
 def _in_domain_task(folders: dict[str, Path]) -> str | None:
-    scored = folders["eval"] / "width" / "samples"
+    scored = folders[kinds.EVAL.name] / "width" / "samples"
     return next((task for task in IN_DOMAIN_TASKS if (scored / f"{task}.jsonl").is_file()), None)
 
 
@@ -322,18 +326,19 @@ def _paired(task: str, base: Path, cand: Path, max_drop: float = 0.0):
 
 def _student_runs(folders: dict[str, Path]) -> list[tuple[Path, Path]]:
     """(width, depth) eval runs, one pair per seed: the recipe's own students, then `eval-seeds`' (if any)."""
-    pairs = [(folders["eval"] / "width", folders["eval"] / "depth")]
-    if "eval-seeds" in folders:
-        seeds = sorted(int(run.name.rsplit("-seed", 1)[1]) for run in folders["eval-seeds"].glob("width-seed*"))
-        pairs += [(folders["eval-seeds"] / f"width-seed{s}", folders["eval-seeds"] / f"depth-seed{s}") for s in seeds]
+    pairs = [(folders[kinds.EVAL.name] / "width", folders[kinds.EVAL.name] / "depth")]
+    if kinds.EVAL_SEEDS.name in folders:
+        retrained = folders[kinds.EVAL_SEEDS.name]
+        seeds = sorted(int(run.name.rsplit("-seed", 1)[1]) for run in retrained.glob("width-seed*"))
+        pairs += [(retrained / f"width-seed{s}", retrained / f"depth-seed{s}") for s in seeds]
     return pairs
 
 
 def evals(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
           ) -> list[Verdict]:
-    table_dir = folders["eval"] / "table"
-    if (folders["eval"] / "width").is_dir():  # the width student's whole run: a CI gate's baseline
-        shutil.copytree(folders["eval"] / "width", out / "width-eval-run")
+    table_dir = folders[kinds.EVAL.name] / "table"
+    if (folders[kinds.EVAL.name] / "width").is_dir():  # the width student's whole run: a CI gate's baseline
+        shutil.copytree(folders[kinds.EVAL.name] / "width", out / "width-eval-run")
     shutil.copy(table_dir / "table.csv", out / "evals.csv")
     shutil.copy(table_dir / "table.md", out / "evals.md")
     task = _in_domain_task(folders)
@@ -361,8 +366,8 @@ def evals(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = 
                         f"width above depth on {task} by more than two standard errors of the paired per-item "
                         "difference, under every seed (the suite's other tasks are at chance at this scale)",
                         measured, outcomes.pop() if len(outcomes) == 1 else None, seeds=len(per_seed))]
-    if (folders["eval"] / "width-fp8").is_dir():
-        gates = {s: _paired(task, folders["eval"] / s, folders["eval"] / f"{s}-fp8", max_drop=0.02)
+    if (folders[kinds.EVAL.name] / "width-fp8").is_dir():
+        gates = {s: _paired(task, folders[kinds.EVAL.name] / s, folders[kinds.EVAL.name] / f"{s}-fp8", max_drop=0.02)
                  for s in ("width", "depth")}
         verdicts.append(Verdict(
             "Table 1 / Figure 10", "the students deploy in FP8 (the paper reports FP8 throughput, not its accuracy)",
@@ -377,8 +382,8 @@ def evals(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = 
 def deployment(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
                ) -> list[Verdict]:
     """The FP8 checkpoint's record and the deployment folder's manifest, copied beside the findings."""
-    for stage, name, copy in (("quantize", "minitron.json", "fp8-quantize-record.json"),
-                              ("deploy", "manifest.json", "deploy-manifest.json")):
+    for stage, name, copy in ((kinds.QUANTIZE.name, "minitron.json", "fp8-quantize-record.json"),
+                              (kinds.DEPLOY.name, "manifest.json", "deploy-manifest.json")):
         if stage in folders and (folders[stage] / name).is_file():
             shutil.copy(folders[stage] / name, out / copy)
     return []

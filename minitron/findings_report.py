@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from minitron import stage_kinds as kinds
 from minitron.core.records import output_dir, write_record
 from minitron.findings import (
     Verdict,
@@ -29,18 +30,18 @@ log = logging.getLogger("minitron")
 
 SECTIONS = [
     ("Teacher correction (Figures 4 and 5)", teacher_correction, "teacher-correction",
-     ("correct", "distill", "distill-original", "distill-parallel")),
+     (kinds.CORRECT, kinds.DISTILL, kinds.DISTILL_ORIGINAL, kinds.DISTILL_PARALLEL)),
     ("Pruning and distillation vs baselines (Figure 6)", pruning_and_distillation, "pruning-and-distillation",
-     ("correct", "distill", "distill-random-init", "distill-random-pruning", "train-lm-loss")),
+     (kinds.CORRECT, kinds.DISTILL, kinds.DISTILL_RANDOM_INIT, kinds.DISTILL_RANDOM_PRUNING, kinds.TRAIN_LM_LOSS)),
     ("Importance vs random and weight-magnitude ranking, right after pruning (Figure 6's starting points)",
      pruning_one_shot,
-     "pruning-one-shot", ("prune", "prune-random")),
+     "pruning-one-shot", (kinds.PRUNE, kinds.PRUNE_RANDOM)),
     ("Width vs depth at the same size (Figure 7)", width_vs_depth, "width-vs-depth",
-     ("prune", "distill", "prune-depth", "distill-depth")),
+     (kinds.PRUNE, kinds.DISTILL, kinds.PRUNE_DEPTH, kinds.DISTILL_DEPTH)),
     ("Depth sensitivity: LM loss and accuracy, contiguous vs not (Figures 8 and 9)", depth_sensitivity,
-     "depth-sensitivity", ("prune-depth",)),
-    ("Throughput of teacher and students, measured and ideal (Figure 10)", throughput, "throughput", ("bench",)),
-    ("Evals beside the paper's Table 1", evals, "evals", ("eval",)),
+     "depth-sensitivity", (kinds.PRUNE_DEPTH,)),
+    ("Throughput of teacher and students, measured and ideal (Figure 10)", throughput, "throughput", (kinds.BENCH,)),
+    ("Evals beside the paper's Table 1", evals, "evals", (kinds.EVAL,)),
     ("FP8 checkpoint and deployment folder", deployment, "deployment", ()),
 ]
 """(title, section, file stem, the stages it reads): a section whose stages the recipe does not run is left out."""
@@ -56,7 +57,7 @@ def write_findings(folders: dict[str, Path], out: str | Path, recipe, held_out: 
     out = Path(out)
     with output_dir(out, overwrite=True) as tmp:
         sections = [(title, fn(folders, tmp, held_out), stem) for title, fn, stem, needs in SECTIONS
-                    if all(name in folders for name in needs)]
+                    if all(kind.name in folders for kind in needs)]
         if samples_of and has_chat_template(next(iter(samples_of.values()))):
             write_samples(samples_of, tmp / "samples.md", device=device)
         verdicts = [v for _, section, _ in sections for v in section]
@@ -72,7 +73,7 @@ def write_findings(folders: dict[str, Path], out: str | Path, recipe, held_out: 
 def _data_fingerprint(folders: dict[str, Path]) -> dict | None:
     """The data stage's record (the Python version whose standard library it holds, each split's sha256): the
     embedded text differs between Python versions, and a rerun on another one trains on other data."""
-    record = folders["data"] / "minitron.json" if "data" in folders else None
+    record = folders[kinds.DATA.name] / "minitron.json" if kinds.DATA.name in folders else None
     if record is None or not record.is_file():
         return None
     data = json.loads(record.read_text())
@@ -140,14 +141,14 @@ def _tokens(config: dict) -> int:
 
 def _scale_note(folders: dict[str, Path], recipe) -> str:
     """How much more the teacher trained than a student: the paper's 15T tokens are 160 distillation budgets."""
-    converted = folders["teacher"] / "minitron.json" if "teacher" in folders else None
+    converted = folders[kinds.TEACHER.name] / "minitron.json" if kinds.TEACHER.name in folders else None
     if converted is not None and converted.is_file():
         source = json.loads(converted.read_text())
         return (f" The teacher is {source['name']} from {Path(source['source']).name} (GGUF {source['file_type']}, "
                 "dequantized to fp32: not the original release's weights).")
-    if "teacher" not in folders or not (folders["teacher"] / "teacher" / "minitron.json").is_file():
+    if kinds.TEACHER.name not in folders or not (folders[kinds.TEACHER.name] / "teacher" / "minitron.json").is_file():
         return ""  # a teacher from elsewhere: its pretraining is not on record
-    record = folders["teacher"] / "teacher" / "minitron.json"
+    record = folders[kinds.TEACHER.name] / "teacher" / "minitron.json"
     pretrained = _tokens(json.loads(record.read_text())["config"])
     budget = recipe.distill.get("tokens") or _tokens(recipe.distill)
     return (f" The teacher was pretrained on {pretrained / 1e6:.2f}M tokens, {pretrained / budget:.1f} times one "

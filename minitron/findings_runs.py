@@ -17,14 +17,6 @@ def val_curve(folder: Path) -> pd.DataFrame:
     return df[df["split"] == "val"].reset_index(drop=True)
 
 
-def seeds_of(folders: dict[str, Path], name: str) -> list[Path]:
-    """The folders of stage `name` under every seed the recipe ran: its own first, then `<name>-seed<N>` by N."""
-    prefix = f"{name}-seed"
-    extra = sorted((int(key[len(prefix):]), folder) for key, folder in folders.items()
-                   if key.startswith(prefix) and key[len(prefix):].isdigit())
-    return [folders[name]] + [folder for _, folder in extra]
-
-
 def final_loss(folder: Path) -> float:
     return float(val_curve(folder)["val_loss"].iloc[-1])
 

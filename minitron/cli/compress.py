@@ -235,7 +235,7 @@ Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --ou
 
 
 def _train_config(steps, tokens, **fields):
-    from minitron.compress.train import budgeted_config
+    from minitron.compress.train_config import budgeted_config
 
     if (steps is None) == (tokens is None):
         raise BadInput("pass exactly one of --steps N or --tokens N")

@@ -49,7 +49,7 @@ def run(
     from minitron.evals.run import check_code_execution, check_data, evaluate_suite, write_run
     from minitron.evals.suites import load_suite
 
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, reads=(model,))
     if backend not in BACKENDS:
         raise BadInput(f"--backend {backend!r} is unknown; choose from {', '.join(BACKENDS)}")
     spec = load_suite(suite)

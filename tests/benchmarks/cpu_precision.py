@@ -15,7 +15,8 @@ import copy
 import torch
 from common import best_time
 from minitron.compress.importance import Importance, estimate_importance
-from minitron.compress.train import Objective, TrainConfig
+from minitron.compress.train import Objective
+from minitron.compress.train_config import TrainConfig
 from minitron.compress.width import prune_width
 from minitron.core.arch import Dims, WidthTarget
 from minitron.core.model_io import load_model

@@ -14,7 +14,8 @@ import copy
 import torch
 from common import best_time, llama_config
 from minitron.compress.importance import Importance
-from minitron.compress.train import Objective, TrainConfig
+from minitron.compress.train import Objective
+from minitron.compress.train_config import TrainConfig
 from minitron.compress.width import prune_width
 from minitron.core.arch import Dims, WidthTarget
 from transformers import LlamaForCausalLM

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import stdlib_texts
-from minitron.compress import data
+from minitron.compress import data, documents
 from minitron.compress.data import DataError, calibration_blocks, load_blocks, read_documents, tokenize_corpus
 from minitron.compress.tokenizer import train_tokenizer
 
@@ -374,8 +374,8 @@ def test_hub_unreachable_is_a_clear_error(tmp_path, tokenizer, monkeypatch):
 
 
 def test_hub_spec_parsing():
-    assert data._hub_spec("owner/name") == ("owner/name", None, "train")
-    assert data._hub_spec("wikitext:wikitext-2-raw-v1@validation[:10%]") == (
+    assert documents.hub_spec("owner/name") == ("owner/name", None, "train")
+    assert documents.hub_spec("wikitext:wikitext-2-raw-v1@validation[:10%]") == (
         "wikitext", "wikitext-2-raw-v1", "validation[:10%]")
 
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from conftest import stdlib_texts, tiny_model
 from minitron.compress.importance import estimate_importance
-from minitron.compress.train import TrainConfig, TrainingDiverged, fit, lr_multiplier
+from minitron.compress.train import TrainingDiverged, fit, lr_multiplier
+from minitron.compress.train_config import TrainConfig
 from minitron.compress.width import prune_width
 from minitron.core.arch import WidthTarget
 from minitron.core.model_io import save_checkpoint
@@ -176,7 +177,8 @@ def test_bad_input_is_refused_before_training(pair, tmp_path, tokenizer, capsys)
         (["--student", pair / "student", "--out", tmp_path / "b", "--seq-len", 1024], "exceeds the student's 256"),
         (["--student", pair / "student", "--out", tmp_path / "c", "--seq-len", 32, "--data", tmp_path / "none.txt"],
          "no such file"),
-        (["--student", pair / "student", "--out", pair / "teacher", "--seq-len", 32], "--resume"),
+        (["--student", pair / "student", "--out", pair / "teacher", "--seq-len", 32], "is the input"),
+        (["--student", pair / "student", "--out", tmp_path / "other", "--seq-len", 32], "--resume"),
         (["--student", pair / "student", "--out", tmp_path / "d", "--seq-len", 32, "--global-batch", 3,
           "--micro-batch", 2], "multiple of processes x micro batch"),
     ]

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from minitron import findings, findings_report, findings_runs
+from minitron.stage_kinds import DISTILL, seeds_of
 
 RUNS = ["correct", "distill", "distill-original", "distill-parallel", "distill-random-init", "distill-random-pruning",
         "train-lm-loss", "distill-depth"]
@@ -189,7 +190,7 @@ def test_a_verdict_over_seeds_holds_only_when_every_seed_agrees(folders, tmp_pat
               "train-lm-loss": [[5.5, 5.2], [5.5, 5.3]], "distill-depth": [[6.0, 5.2], [6.0, 5.25]],
               "distill-original": [[5.6, 5.4], [5.6, 4.9]]}  # seed 2: the uncorrected teacher does better
     add_seeds(folders, seeds)
-    assert [f.name for f in findings_runs.seeds_of(folders, "distill")] == ["distill", "distill-seed1", "distill-seed2"]
+    assert [f.name for f in seeds_of(folders, DISTILL)] == ["distill", "distill-seed1", "distill-seed2"]
     recipe = SimpleNamespace(**{**vars(RECIPE), "findings": {"seeds": 3}})
     verdicts = {v.claim: v for v in findings_report.write_findings(folders, tmp_path / "results", recipe)}
     fig4 = verdicts["distilling from the corrected teacher beats distilling from the original one"]

@@ -64,7 +64,7 @@ def test_an_interrupted_stage_resumes(recipe):
     stages = pipeline.plan(recipe)
     for stage in stages[:2]:
         pipeline._mark(stage, complete=False)
-        stage.run(False, True)
+        stage.run(resume=False)
         pipeline._mark(stage, complete=True)
     distill = stages[2]
     pipeline._mark(distill, complete=False)  # started, then killed after its first checkpoint
@@ -80,12 +80,30 @@ def test_an_interrupted_stage_resumes(recipe):
     assert trained == [1, 2, 3]  # step 1 from before the interruption, then 2 and 3: not restarted
 
 
-def test_every_shipped_recipe_has_a_dry_run():
+def test_every_shipped_recipe_plans_stages_whose_arguments_fit_their_library_functions():
+    """A stage is data: a library function and its keyword arguments. Binding them to the signature catches a
+    renamed or missing argument at plan time, for every recipe, without running anything."""
+    import inspect
     from pathlib import Path
 
     for path in sorted((Path(__file__).resolve().parents[2] / "recipes").rglob("*.yaml")):
         stages = pipeline.plan(path)
         assert [s.name for s in stages][-1] in ("distill", "quantize", "deploy", "bench", "eval", "findings"), path
+        for stage in stages:
+            assert stage.action.__name__ != "<lambda>" and stage.action.__module__.startswith("minitron."), stage.name
+            inspect.signature(stage.action).bind(**stage.arguments, **({"resume": False} if stage.trains else {}))
+
+
+def test_the_findings_read_only_stages_the_plan_declares():
+    from pathlib import Path
+
+    from minitron.findings_report import SECTIONS
+
+    stages = {s.name: s for s in pipeline.plan(Path(__file__).resolve().parents[2] / "recipes" / "tiny.yaml")}
+    for title, _, _, needs in SECTIONS:
+        for kind in needs:
+            assert stages[kind.name].out.name == kind.folder, title
+    assert set(stages["findings"].arguments["folders"]) == set(stages) - {"findings"}
 
 
 def test_findings_need_a_depth_student_and_their_baselines_a_corrected_teacher(recipe):

@@ -1,0 +1,75 @@
+"""Hostile input that once destroyed data or trained on nonsense: each case is refused before any work, with a
+message that names the problem, and every input is left as it was."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import stdlib_texts, tiny_model
+from minitron.core.model_io import save_checkpoint
+
+from minitron import cli, pipeline
+
+
+@pytest.fixture
+def models(tmp_path, tokenizer, monkeypatch):
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
+    save_checkpoint(tiny_model("llama", layers=4), tokenizer, tmp_path / "project" / "model")
+    (tmp_path / "data.txt").write_text("\n\n".join(stdlib_texts(4)))
+    return tmp_path
+
+
+def digest(folder: Path) -> str:
+    """The folder's file names and bytes, so a test sees any file added, removed or changed."""
+    h = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(file.relative_to(folder)).encode() + file.read_bytes())
+    return h.hexdigest()
+
+
+TRAIN = ["--steps", 1, "--seq-len", 32, "--global-batch", 2, "--micro-batch", 2]
+PRUNE = ["--hidden-size", 36, "--seq-len", 32, "--num-samples", 4, "--batch-size", 2]
+
+
+@pytest.mark.parametrize("command, message", [
+    (["distill", "--teacher", "{model}", "--student", "{model}", "--out", "{model}"], "is the input"),
+    (["correct", "--model", "{model}", "--out", "{model}"], "is the input"),
+    (["distill", "--teacher", "{model}", "--student", "{model}", "--out", "{project}"], "holds the input"),
+    (["prune", "width", "--model", "{model}", "--calib", "{data}", "--out", "{project}", *PRUNE], "holds the input"),
+    (["prune", "width", "--model", "{model}", "--calib", "{data}", "--out", "{model}/student", *PRUNE],
+     "lies inside the input"),
+    (["prune", "depth", "--model", "{model}", "--calib", "{data}", "--out", "{model}", "--drop", "1"],
+     "is the input"),
+])
+def test_an_output_that_overlaps_an_input_is_refused_even_with_overwrite(models, command, message, capsys):
+    places = {"model": models / "project" / "model", "project": models / "project", "data": models / "data.txt"}
+    before = digest(models / "project")
+    args = [str(a).format(**places) for a in command]
+    if args[0] in ("distill", "correct"):
+        args += ["--data", str(places["data"]), *map(str, TRAIN)]
+    assert cli.main(args + ["--overwrite"]) == 2
+    assert message in capsys.readouterr().err
+    assert digest(models / "project") == before
+
+
+@pytest.mark.parametrize("tokens", [0, -100])
+def test_a_token_budget_must_be_positive(models, tokens, capsys):
+    model = models / "project" / "model"
+    assert cli.main(["distill", "--teacher", str(model), "--student", str(model), "--data", str(models / "data.txt"),
+                     "--out", str(models / "out"), "--tokens", str(tokens), "--seq-len", "32"]) == 2
+    assert "--tokens must be a positive token budget" in capsys.readouterr().err
+    assert not (models / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["../userdata", "a/b", "..", ""])
+def test_a_recipe_name_is_a_folder_name_not_a_path(models, name):
+    model = models / "project" / "model"
+    recipe = models / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"name": name, "work_dir": str(models / "work"),
+                                      "teacher": {"model": str(model), "config": str(model / "config.json")},
+                                      "data": str(models / "data.txt"), "prune": {"method": "width",
+                                                                                  "hidden_size": 36},
+                                      "distill": {"steps": 1, "seq_len": 32, "global_batch": 2}}))
+    with pytest.raises(ValueError, match="must be a plain folder name"):
+        pipeline.plan(recipe)
