@@ -95,7 +95,7 @@ def gate(
         "--retrain-sd", help="When the candidate was retrained: the metric's standard deviation over rebuilds of "
                              "one tree (0.03 = 3 points), measured; it widens the standard error.")] = 0.0,
 ):
-    """Exit 0 when no task regressed, 1 when one did, 2 on unusable input."""
+    """Exit 0 when no task regressed, 1 when one did, 2 on what it cannot judge (unusable input, changed prompts)."""
     from minitron.evals.gate import gate as judge
     from minitron.evals.gate import report
 
@@ -105,6 +105,10 @@ def gate(
     typer.echo(report(verdicts))
     if any(v.status == "REGRESSED" for v in verdicts):
         raise typer.Exit(1)
+    if any(v.status == "drift" for v in verdicts):  # the test changed under the model: not a pass
+        typer.echo("prompts changed between the runs, so those tasks were not judged: regenerate the baseline "
+                   "with this code (minitron eval run), then gate again", err=True)
+        raise typer.Exit(2)
 
 
 @eval_app.command("fetch")

@@ -83,8 +83,10 @@ def test_a_changed_prompt_is_drift_not_regression(tmp_path, capsys):
     changed = make_run(tmp_path / "changed", worse, prompts=[f"new{i}" for i in range(100)])
     verdict = gate(base, changed)[0]
     assert verdict.status == "drift" and verdict.drifted == 100
-    assert cli.main(["eval", "gate", str(base), str(changed)]) == 0
-    assert "prompt drift (not judged): minitron_fixture_winogrande" in capsys.readouterr().out
+    assert cli.main(["eval", "gate", str(base), str(changed)]) == 2  # not judged is not a pass
+    captured = capsys.readouterr()
+    assert "prompt drift (not judged): minitron_fixture_winogrande" in captured.out
+    assert "regenerate the baseline" in captured.err
 
 
 def test_unusable_input_exits_2(tmp_path, capsys):
@@ -108,3 +110,49 @@ def test_table_sets_runs_beside_the_paper(tmp_path):
     assert row["paper: Llama 3.1 8B"] == pytest.approx(77.3) and row["paper: Llama-3.1-Minitron 4B-Width"] == 73.5
     assert "| winogrande" in (tmp_path / "table" / "table.md").read_text()
     assert (tmp_path / "table" / "table.csv").read_text().startswith("benchmark,")
+
+
+def edit_json(path, change) -> None:
+    body = json.loads(path.read_text())
+    change(body)
+    path.write_text(json.dumps(body))
+
+
+def nan_aggregate(results):
+    results["results"]["minitron_fixture_winogrande"]["acc,none"] = float("nan")
+
+
+def drop_metric(results):
+    del results["results"]["minitron_fixture_winogrande"]["acc,none"]
+
+
+@pytest.mark.parametrize("file, change, message", [
+    ("results.json", nan_aggregate, "not a finite number"),
+    ("results.json", drop_metric, "has no acc,none for minitron_fixture_winogrande"),
+    ("minitron.json", lambda record: record.update(suite_tasks=[]), "lists no tasks"),
+    ("minitron.json", lambda record: record.pop("suite"), "incomplete eval run"),
+    ("minitron.json", lambda record: record.update(suite_tasks=[{"task": "x"}]), "needs a task and a metric"),
+])
+def test_what_the_gate_cannot_judge_exits_2_and_says_what(tmp_path, capsys, file, change, message):
+    """Broken runs must not turn into a green (0) or a red (1) CI job at random."""
+    base, cand = make_run(tmp_path / "base", BASE), make_run(tmp_path / "cand", BASE)
+    edit_json((base if file == "minitron.json" else cand) / file, change)
+    assert cli.main(["eval", "gate", str(base), str(cand)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_nan_or_unpaired_document_exits_2(tmp_path, capsys):
+    base, cand = make_run(tmp_path / "base", BASE), make_run(tmp_path / "cand", BASE)
+    samples = cand / "samples" / "minitron_fixture_winogrande.jsonl"
+    lines = samples.read_text().splitlines()
+    record = json.loads(lines[3])
+    samples.write_text("\n".join(lines[:3] + [json.dumps({**record, "acc": float("nan")})] + lines[4:]) + "\n")
+    assert cli.main(["eval", "gate", str(base), str(cand)]) == 2
+    assert "record 4's acc is nan" in capsys.readouterr().err
+    del record["doc_hash"]
+    samples.write_text("\n".join(lines[:3] + [json.dumps(record)] + lines[4:]) + "\n")
+    assert cli.main(["eval", "gate", str(base), str(cand)]) == 2
+    assert "has no doc_hash" in capsys.readouterr().err
+    for flag in ("--max-drop=-0.5", "--z=-1"):
+        assert cli.main(["eval", "gate", str(base), str(base), flag]) == 2
+        assert "both >= 0" in capsys.readouterr().err
