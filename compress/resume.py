@@ -69,7 +69,31 @@ def save_state(out: Path, objective, optimizer, scheduler, step: int, cfg: Train
     shutil.rmtree(old, ignore_errors=True)
 
 
-RESUME_MUST_MATCH = ("seq_len", "global_batch", "seed", "kd", "correct_teacher", "temperature", "lm_weight")
+RESUME_MAY_CHANGE = ("eval_every", "eval_batches", "save_every", "chunk_size", "micro_batch")
+"""Settings that change how often a run validates and saves, or how it splits its work (gradient accumulation,
+loss chunks), not what it trains: everything else must match for a resume to continue the same run."""
+INPUTS = "inputs.json"
+"""The models and data a run reads, beside its state: a resume with other inputs is another run."""
+
+
+def changed_settings(saved: dict, cfg: TrainConfig) -> list[str]:
+    """The settings of `cfg` that differ from a run's `saved` ones (as JSON holds them), bar RESUME_MAY_CHANGE."""
+    def plain(settings: dict) -> dict:  # tuples as JSON gives them back: lists
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+
+    asked, saved = plain(dataclasses.asdict(cfg)), plain(saved)
+    return [k for k, v in asked.items() if k not in RESUME_MAY_CHANGE and saved.get(k, v) != v]
+
+
+def check_inputs(out: Path, inputs: dict) -> None:
+    """Refuse to continue the run in `out` with other models or data than it started with."""
+    import json
+
+    saved = json.loads((out / INPUTS).read_text()) if (out / INPUTS).is_file() else inputs
+    changed = [f"{k} was {saved.get(k)!r}, now {v!r}" for k, v in inputs.items() if saved.get(k) != v]
+    if changed:
+        raise BadInput(f"cannot resume {out}: {'; '.join(changed)}; use the run's own inputs, or start over with "
+                       "--overwrite")
 
 
 def load_state(out: Path, objective, optimizer, scheduler, cfg: TrainConfig) -> int:
@@ -77,10 +101,11 @@ def load_state(out: Path, objective, optimizer, scheduler, cfg: TrainConfig) -> 
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     state = torch.load(out / STATE_DIR / "train_state.pt", map_location="cpu", weights_only=False)
-    for name in RESUME_MUST_MATCH:
-        if state["config"][name] != getattr(cfg, name):
-            raise BadInput(f"cannot resume: {name} was {state['config'][name]!r}, now {getattr(cfg, name)!r}; "
-                             "use the original settings or start over with --overwrite")
+    changed = changed_settings(state["config"], cfg)
+    if changed:
+        raise BadInput("cannot resume: " + "; ".join(f"{name} was {state['config'][name]!r}, now "
+                                                     f"{getattr(cfg, name)!r}" for name in changed)
+                       + "; use the original settings or start over with --overwrite")
     set_state_dict(objective, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
                    options=StateDictOptions(full_state_dict=True, strict=False))
     scheduler.load_state_dict(state["scheduler"])

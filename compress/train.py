@@ -30,7 +30,15 @@ import torch
 import torch.distributed as dist
 from minitron.compress.distributed import all_mean, init_distributed, shard
 from minitron.compress.kd_loss import chunked_kd_loss, chunked_lm_loss, lm_head_of
-from minitron.compress.resume import STATE_DIR, StepSampler, load_state, save_state
+from minitron.compress.resume import (
+    INPUTS,
+    STATE_DIR,
+    StepSampler,
+    changed_settings,
+    check_inputs,
+    load_state,
+    save_state,
+)
 from minitron.compress.train_config import TrainConfig
 from minitron.core.errors import BadInput, OutputExists, RunFailed
 from minitron.core.precision import autocast as precision_autocast
@@ -240,15 +248,14 @@ def _check_pair(student_dir, teacher_dir, cfg: TrainConfig):
     return tokenizer
 
 
-def _finished_run(out: Path, cfg: TrainConfig) -> list[dict]:
-    """The metrics of the finished run in `out`, for a `--resume` of it with the same settings."""
+def _finished_run(out: Path, cfg: TrainConfig, inputs: dict) -> list[dict]:
+    """The metrics of the finished run in `out`, for a `--resume` of it with the same inputs and settings."""
     import json
 
     from minitron.core.records import read_jsonl
 
-    finished = json.loads((out / RECORD_NAME).read_text()).get("config", {})
-    asked = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}  # as JSON has it
-    changed = [k for k, v in asked.items() if finished.get(k, v) != v]
+    check_inputs(out, inputs)
+    changed = changed_settings(json.loads((out / RECORD_NAME).read_text()).get("config", {}), cfg)
     if changed:
         raise OutputExists(f"{out} holds a finished run with other settings ({', '.join(changed)}); pass --overwrite "
                            "to train it again, or choose another --out")
@@ -303,7 +310,7 @@ def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_
     from minitron.compress.data import load_blocks
     from minitron.core.gguf import local_model
     from minitron.core.model_io import load_model
-    from minitron.core.records import RECORD_NAME, refuse_overlap, write_record
+    from minitron.core.records import RECORD_NAME, atomic_write, refuse_overlap, write_record
     from transformers import AutoModelForCausalLM
 
     cfg.validate(int(os.environ.get("WORLD_SIZE", "1")))
@@ -312,9 +319,13 @@ def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_
     out = Path(out)
     rank = int(os.environ.get("RANK", "0"))
     tokenizer = _check_pair(student_dir, teacher_dir, cfg)
+    inputs = {"student": str(student_dir), "teacher": teacher_dir and str(teacher_dir), "data": data,
+              "random_init": random_init}
     if resume and (out / RECORD_NAME).is_file():  # finished (its optimizer state is gone): nothing to redo
-        return _finished_run(out, cfg)
+        return _finished_run(out, cfg, inputs)
     resuming = _prepare_out(out, resume, overwrite, rank)
+    if resuming:
+        check_inputs(out, inputs)
     splits = load_blocks(data, tokenizer, cfg.seq_len, seed=cfg.seed)
     if len(splits.val) == 0:
         raise BadInput(f"{data} gives {len(splits.train)} block(s) of {cfg.seq_len} tokens, too few for a "
@@ -337,6 +348,8 @@ def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / RECORD_NAME).unlink(missing_ok=True)  # the record marks a finished run; this one is not yet
+        if not resuming:
+            atomic_write(out / INPUTS, json.dumps(inputs, indent=2) + "\n")
     records = train(objective, splits, cfg, out, resume=resuming, device=device, stop_after=stop_after)
     finished = bool(records) and max(r["step"] for r in records) == cfg.steps
     if cache is not None:

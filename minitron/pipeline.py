@@ -34,6 +34,19 @@ def _fingerprint(settings: dict, upstream: list[str]) -> str:
     return hashlib.sha256(json.dumps([settings, upstream], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _source_identity(source: str) -> object:
+    """A recipe's `data` or `teacher.model` as a fingerprint sees it: a local path by its files' names, sizes and
+    modification times (so an edited file or a swapped checkpoint reruns what read it, without hashing gigabytes),
+    anything else (a hub id, `stdlib`, `embedded`) by its name."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        return source
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file() and not any(
+        part.startswith(".") for part in f.relative_to(path).parts))
+    return [source] + [(str(f.relative_to(path)) if f != path else f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                       for f in files]
+
+
 def _marker(stage: Stage) -> Path:
     return stage.markers / f"{stage.name}.json"
 
@@ -65,11 +78,13 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
         raise BadInput(f"{recipe_path}: `data` is required to run a recipe (the distillation data)")
     planner = Planner(recipe, Path(work_dir or recipe.work_dir) / recipe.name, recipe_path)
     stages = planner.stages(findings_out)
+    # every stage reads the data or the teacher, directly or through the stages before it
+    sources = {"data": _source_identity(recipe.data), "teacher": _source_identity(recipe.teacher_model)}
     fingerprints: dict[str, str] = {}
     for stage in stages:
         stage.markers = planner.root / MARKERS
-        stage.fingerprint = fingerprints[stage.name] = _fingerprint(stage.settings,
-                                                                    [fingerprints[n] for n in stage.needs])
+        stage.fingerprint = fingerprints[stage.name] = _fingerprint(
+            stage.settings, [fingerprints[n] for n in stage.needs] + [sources])
     return stages
 
 

@@ -102,6 +102,23 @@ def test_interrupted_run_resumes_with_the_same_losses(pair, tmp_path):
             teacher_dir=str(pair / "teacher"), resume=True)
 
 
+def test_a_resume_with_other_inputs_or_settings_is_refused(pair, tmp_path):
+    """Continuing a run with another teacher, data or learning rate would make a run that is neither, and its
+    record would credit the new settings for all of it."""
+    cfg = small(steps=8, save_every=2)
+    args = (str(pair / "student"), str(pair / "data.txt"), tmp_path / "cut")
+    fit(*args, cfg, teacher_dir=str(pair / "teacher"), stop_after=3)
+    (tmp_path / "other.txt").write_text((pair / "data.txt").read_text())
+    with pytest.raises(ValueError, match="cannot resume .*data was"):
+        fit(args[0], str(tmp_path / "other.txt"), args[2], cfg, teacher_dir=str(pair / "teacher"), resume=True)
+    with pytest.raises(ValueError, match="cannot resume .*teacher was"):
+        fit(*args, cfg, teacher_dir=str(pair / "student"), resume=True)
+    with pytest.raises(ValueError, match="cannot resume: lr was 0.001, now 0.002"):
+        fit(*args, small(steps=8, save_every=2, lr=2e-3), teacher_dir=str(pair / "teacher"), resume=True)
+    resumed = fit(*args, small(steps=8, save_every=4, eval_every=4), teacher_dir=str(pair / "teacher"), resume=True)
+    assert resumed[-1]["step"] == 8  # how often it validates and saves may change
+
+
 def test_cached_teacher_outputs_give_the_same_run_and_skip_the_teacher(pair, tmp_path, monkeypatch):
     cfg, args = small(steps=4), (str(pair / "student"), str(pair / "data.txt"))
     live = fit(*args, tmp_path / "live", cfg, teacher_dir=str(pair / "teacher"))

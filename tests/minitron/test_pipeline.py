@@ -47,6 +47,19 @@ def test_run_then_rerun_skips_then_a_change_reruns_only_downstream(recipe):
     assert json.loads((distilled / "minitron.json").read_text())["final_validation"]["step"] == 4
 
 
+def test_other_data_or_another_teacher_reruns_every_stage(recipe, tokenizer):
+    """Settings alone would call a stage done after its data file was edited or its teacher swapped."""
+    before = {s.name: s.fingerprint for s in pipeline.plan(recipe)}
+    data = recipe.parent / "data.txt"
+    data.write_text(data.read_text() + "\n\none more document")
+    edited = {s.name: s.fingerprint for s in pipeline.plan(recipe)}
+    assert all(edited[name] != before[name] for name in before)
+    save_checkpoint(tiny_model("llama", layers=4, seed=1), tokenizer, recipe.parent / "teacher")
+    swapped = {s.name: s.fingerprint for s in pipeline.plan(recipe)}
+    assert all(swapped[name] != edited[name] for name in before)
+    assert {s.name: s.fingerprint for s in pipeline.plan(recipe)} == swapped  # and nothing else moves them
+
+
 def test_dry_run_shows_the_plan_and_runs_nothing(recipe, caplog):
     import logging
 
