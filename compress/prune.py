@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from minitron.core.arch import Dims, WidthTarget, count_params
+from minitron.core.arch import Dims, WidthTarget, count_params, derive_config
 from minitron.core.errors import BadInput
 from minitron.core.gguf import local_model
 from minitron.core.measure import Scorer, lm_loss_scorer
@@ -99,7 +99,7 @@ def prune_width(model: str, out: str | Path, target: WidthTarget, calib: str | N
     if target == WidthTarget():
         raise BadInput("no target given: pass at least one of --hidden-size, --ffn-hidden-size, --num-heads, "
                        "--num-kv-heads")
-    target.resolve(Dims.of(config))
+    derive_config(config, target.resolve(Dims.of(config)))  # transformers validates it now, not after importance
     if ranking not in RANKINGS:
         raise BadInput(f"--ranking {ranking!r} is unknown; choose from {', '.join(RANKINGS)}")
     if ranking == "random":

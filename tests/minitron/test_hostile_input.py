@@ -73,3 +73,19 @@ def test_a_recipe_name_is_a_folder_name_not_a_path(models, name):
                                       "distill": {"steps": 1, "seq_len": 32, "global_batch": 2}}))
     with pytest.raises(ValueError, match="must be a plain folder name"):
         pipeline.plan(recipe)
+
+
+def test_a_width_target_transformers_rejects_is_refused_before_importance(models, capsys, monkeypatch):
+    """transformers 5 wants a hidden size that its heads divide (6 heads, hidden 40: no): known from the config
+    in a second, so no calibration pass may run first."""
+    import transformers
+
+    from minitron.compress import prune
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        pytest.skip("transformers 4.57 builds such a config")
+    monkeypatch.setattr(prune, "_estimate", lambda *a, **k: pytest.fail("importance ran before the target check"))
+    model = models / "project" / "model"
+    assert cli.main(["prune", "width", "--model", str(model), "--calib", str(models / "data.txt"), "--out",
+                     str(models / "out"), "--hidden-size", "40", "--seq-len", "32", "--num-samples", "4"]) == 2
+    assert "rejects the target config" in capsys.readouterr().err
