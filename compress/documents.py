@@ -78,8 +78,14 @@ def local_files(source: str) -> list[Path] | None:
 
 
 def _read_text(path: Path) -> Iterator[str]:
-    # A stray undecodable byte becomes U+FFFD instead of stopping a long tokenization run.
-    yield path.read_text(encoding="utf-8", errors="replace")
+    # A stray undecodable byte becomes U+FFFD instead of stopping a long tokenization run; a file that is mostly
+    # such bytes (or holds NULs) is not text at all, and training on it would be silently wrong.
+    text = path.read_text(encoding="utf-8", errors="replace")
+    head = text[:65536]
+    if head and ("\x00" in head or head.count("\ufffd") > 0.01 * len(head)):
+        raise DataError(f"{path} is not UTF-8 text (binary data, or another encoding): pass text files, or "
+                        "convert it to UTF-8")
+    yield text
 
 
 Document = str | list

@@ -88,19 +88,32 @@ class Importance:
 
     @classmethod
     def load(cls, path) -> "Importance":
-        from safetensors import safe_open
+        """Scores written by `save` (`minitron importance`); any other file is refused, naming it."""
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), "pt") as f:
-            meta = json.loads(f.metadata().get("meta", "{}"))
-        return cls(**load_file(str(path)), meta=meta)
+        fix = "pass a file written by `minitron importance`, or re-estimate the scores"
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = json.loads((f.metadata() or {}).get("meta", "{}"))
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, json.JSONDecodeError) as err:
+            raise BadInput(f"{path} is not an importance file ({err}); {fix}") from None
+        missing = {"hidden", "ffn", "heads", "layers"} - set(tensors)
+        if missing:
+            raise BadInput(f"{path} lacks the {', '.join(sorted(missing))} scores; {fix}")
+        return cls(**{k: tensors[k] for k in ("hidden", "ffn", "heads", "layers")}, meta=meta)
 
     def check_matches(self, dims: Dims) -> None:
-        """Refuse scores computed on another architecture."""
+        """Refuse scores computed on another architecture, or that are not finite numbers."""
         shapes = {"hidden": (dims.hidden,), "ffn": (dims.layers, dims.ffn), "heads": (dims.layers, dims.heads)}
         for name, shape in shapes.items():
-            if tuple(getattr(self, name).shape) != shape:
+            scores = getattr(self, name)
+            if tuple(scores.shape) != shape:
                 raise BadInput(f"importance scores do not match the model: {name} has shape "
-                                 f"{tuple(getattr(self, name).shape)}, the model needs {shape}; re-estimate them")
+                                 f"{tuple(scores.shape)}, the model needs {shape}; re-estimate them")
+            if not torch.isfinite(scores.float()).all():
+                raise BadInput(f"the {name} importance scores hold NaN or infinite values, so they rank nothing; "
+                               "re-estimate them")
 
 
 class _Reducer:

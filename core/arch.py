@@ -173,6 +173,7 @@ def target_counts(source, target: "WidthTarget", num_layers: int | None = None) 
     """Parameter counts of `source` (a config) and of its pruning to `target` keeping the first `num_layers`
     layers (a depth prune keeps that many; which ones does not change the count), from the configs alone:
     {"source": counts, "target": counts with the target's `dims`}."""
+    check_supported(source)
     dims = target.resolve(Dims.of(source))
     if num_layers is not None and not 0 < num_layers <= dims.layers:
         raise BadInput(f"--num-layers {num_layers} is out of range: the source has {dims.layers} layers")

@@ -20,15 +20,55 @@ from minitron.core.errors import BadInput, MissingInput
 
 log = logging.getLogger(__name__)
 
-def load_config(path: str | os.PathLike):
-    """The config of a local checkpoint folder, validated before any weight is read."""
+def read_config(path: str | os.PathLike):
+    """A local config.json (the file, or the folder that holds it) as a transformers config; a file that is not
+    one is refused, naming it."""
     from transformers import AutoConfig
 
-    if Path(path).exists() or str(path).startswith((".", "/", "~")):
-        if not Path(path, "config.json").is_file():
-            raise MissingInput(f"{path} is not a Hugging Face checkpoint folder (no config.json); "
-                                    "pass the folder that holds config.json and the weights")
-        config = AutoConfig.from_pretrained(path)
+    file = Path(path).expanduser()
+    file = file / "config.json" if file.is_dir() else file
+    if not file.is_file():
+        raise MissingInput(f"{path} is not a Hugging Face checkpoint folder or config file (no config.json); "
+                           "pass the folder that holds config.json and the weights, or the config.json itself")
+    try:
+        return AutoConfig.from_pretrained(file)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        reason = str(err).splitlines()[0]
+        raise BadInput(f"{file} is not a model config transformers can read ({reason}); restore the "
+                       "checkpoint's own config.json") from None
+
+
+def check_weights(path: str | os.PathLike, config) -> None:
+    """Every safetensors file of a local checkpoint is whole and each tensor has the shape `config` gives it:
+    checked from the files' headers, before any weight is read."""
+    from safetensors import SafetensorError, safe_open
+    from transformers import AutoModelForCausalLM
+
+    files = sorted(Path(path).glob("*.safetensors"))
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in AutoModelForCausalLM.from_config(config).state_dict().items()}
+    for file in files:
+        try:
+            with safe_open(file, "pt") as weights:
+                for name in weights.keys():
+                    shape = tuple(weights.get_slice(name).get_shape())
+                    if name in expected and expected[name] != shape:
+                        raise BadInput(f"{file}: {name} has shape {list(shape)} but config.json gives "
+                                       f"{list(expected[name])}; the weights and config.json are from different "
+                                       "models: restore the matching pair")
+        except SafetensorError as err:
+            raise BadInput(f"{file} is not a whole safetensors file ({err}); it may have been cut short in a copy "
+                           "or a download: restore it") from None
+
+
+def load_config(path: str | os.PathLike):
+    """The config of a checkpoint (a local folder or a hub id), validated before any weight is read; a local
+    folder's weight files are checked against it from their headers (`check_weights`)."""
+    from transformers import AutoConfig
+
+    local = Path(path).exists() or str(path).startswith((".", "/", "~"))
+    if local:
+        config = read_config(Path(path) if Path(path).is_dir() else Path(path, "config.json"))
     else:  # a hub id such as meta-llama/Llama-3.1-8B
         try:
             config = AutoConfig.from_pretrained(path)
@@ -39,6 +79,8 @@ def load_config(path: str | os.PathLike):
     if getattr(config, "quantization_config", None):
         raise BadInput(f"{path} is a quantized checkpoint ({config.quantization_config.get('quant_method')}); "
                          "prune and distill the BF16/FP32 model, quantize last")
+    if local:
+        check_weights(path, config)
     return config
 
 

@@ -83,6 +83,10 @@ def size_deployment(facts: dict, gpu_memory_gb: float = 80.0, max_batch_size: in
     """The paper's batch size for the model's class (or the one asked for), checked against the GPU memory:
     weights (FP8 linear layers at 1 byte, embeddings and lm_head at 2) plus the KV cache of a full batch at
     max_seq_len must fit in the fraction TensorRT-LLM may use."""
+    for flag, value in (("--max-batch-size", max_batch_size), ("--max-seq-len", max_seq_len),
+                        ("--max-num-tokens", max_num_tokens), ("--gpu-memory-gb", gpu_memory_gb)):
+        if value is not None and value <= 0:
+            raise BadInput(f"{flag} must be positive, got {value}")
     d, params = facts["dims"], facts["params"]
     embedding = params["params"] - params["non_embedding_params"]
     bytes_linear = 1 if facts["quantization"] == "fp8" else 2

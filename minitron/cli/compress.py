@@ -63,9 +63,8 @@ def arch(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ):
     """Parameter counts (total and non-embedding) of a source config and a pruning target, on the meta device."""
-    from transformers import AutoConfig
-
     from minitron.core.arch import WidthTarget, human_count, target_counts
+    from minitron.core.model_io import read_config
     from minitron.recipe import load_recipe
 
     if recipe is not None:
@@ -77,7 +76,7 @@ def arch(
         num_layers = num_layers or target.num_layers
     if config is None:
         raise BadInput("pass --config PATH (a config.json) or --recipe PATH")
-    result = target_counts(AutoConfig.from_pretrained(config),
+    result = target_counts(read_config(config),
                            WidthTarget(hidden_size, ffn_hidden_size, num_heads, num_kv_heads), num_layers)
     if as_json:
         typer.echo(json.dumps(result))

@@ -89,3 +89,73 @@ def test_a_width_target_transformers_rejects_is_refused_before_importance(models
     assert cli.main(["prune", "width", "--model", str(model), "--calib", str(models / "data.txt"), "--out",
                      str(models / "out"), "--hidden-size", "40", "--seq-len", "32", "--num-samples", "4"]) == 2
     assert "rejects the target config" in capsys.readouterr().err
+
+
+def spoil(models: Path, how: str) -> Path:
+    """A copy of the model with one thing wrong, as users' disks and downloads deliver them."""
+    import json
+    import shutil
+
+    folder = models / how
+    shutil.copytree(models / "project" / "model", folder)
+    weights, config = folder / "model.safetensors", folder / "config.json"
+    if how == "cut-weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif how == "garbage-config":
+        config.write_text("not json{")
+    elif how == "empty-config":
+        config.write_text("{}")
+    elif how == "other-config":
+        config.write_text(json.dumps({**json.loads(config.read_text()), "intermediate_size": 80}))
+    return folder
+
+
+@pytest.mark.parametrize("how, message", [
+    ("cut-weights", "is not a whole safetensors file"),
+    ("garbage-config", "is not a model config transformers can read"),
+    ("empty-config", "is not a model config transformers can read"),
+    ("other-config", "has shape [48, 96] but config.json gives [48, 80]"),
+])
+def test_a_damaged_checkpoint_is_named_not_a_traceback(models, how, message, capsys):
+    folder = spoil(models, how)
+    assert cli.main(["prune", "width", "--model", str(folder), "--calib", str(models / "data.txt"), "--out",
+                     str(models / "out"), *map(str, PRUNE)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_arch_names_a_missing_or_unsupported_config(models, capsys):
+    (models / "gpt2.json").write_text('{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}')
+    for config, message in ((models / "none.json", "no config.json"), (models / "gpt2.json", "supported: Llama")):
+        assert cli.main(["arch", "--config", str(config), "--hidden-size", "36"]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_importance_files_that_rank_nothing_are_refused(models, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    (models / "random.safetensors").write_bytes(bytes(range(256)) * 20)
+    save_file({"hidden": torch.full((48,), float("nan")), "ffn": torch.ones(4, 96), "heads": torch.ones(4, 6),
+               "layers": torch.ones(4)}, models / "nan.safetensors")
+    save_file({"x": torch.ones(3)}, models / "other.safetensors")
+    for scores, message in (("random", "is not an importance file"), ("nan", "hold NaN or infinite values"),
+                            ("other", "lacks the ffn, heads, hidden, layers scores")):
+        assert cli.main(["prune", "width", "--model", str(models / "project" / "model"), "--importance",
+                         str(models / f"{scores}.safetensors"), "--out", str(models / "out"),
+                         "--hidden-size", "36"]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_binary_calibration_data_is_refused(models, capsys):
+    (models / "random.bin").write_bytes(bytes(range(256)) * 40)
+    assert cli.main(["importance", "--model", str(models / "project" / "model"), "--calib",
+                     str(models / "random.bin"), "--out", str(models / "scores.safetensors"), "--seq-len", "32",
+                     "--num-samples", "4"]) == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--max-seq-len=-1", "--max-batch-size=0"])
+def test_a_deployment_of_no_size_is_refused(models, flag, capsys):
+    assert cli.main(["deploy", "--checkpoint", str(models / "project" / "model"), "--backend", "trtllm", "--out",
+                     str(models / "deployed"), "--dry-run", flag]) == 2
+    assert "must be positive" in capsys.readouterr().err and not (models / "deployed").exists()
