@@ -179,4 +179,12 @@ def load_results(paths: list[str | Path]) -> list[dict]:
         records.extend(found)
     if not records:
         raise BadInput(f"no records in {', '.join(map(str, paths))}; run `minitron bench sweep` first")
+    models: dict[str, set] = {}
+    for record in records:
+        models.setdefault(record["label"], set()).add(str(record.get("model")))
+    shared = {label: sorted(m) for label, m in models.items() if len(m) > 1}
+    if shared:  # the report keys points by label: one model's points would silently replace the other's
+        label, names = next(iter(shared.items()))
+        raise BadInput(f"the label {label!r} names several models ({', '.join(names)}); sweep them with distinct "
+                       "--label values")
     return records

@@ -17,6 +17,7 @@ good checkpoint in place.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -159,6 +160,12 @@ def train(objective: Objective, splits, cfg: TrainConfig, out: Path, resume: boo
     sampler = StepSampler(len(splits.train), cfg, rank, world)
     autocast = precision_autocast(dev, cfg.precision)
     tokens_per_step = cfg.global_batch * cfg.seq_len
+    if resume and rank == 0 and (out / METRICS).is_file():
+        # the steps after the last checkpoint ran, were logged, and run again now: log them once
+        from minitron.core.records import atomic_write, read_jsonl
+
+        kept = [r for r in read_jsonl(out / METRICS, "metrics record") if r["step"] <= start]
+        atomic_write(out / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
     metrics = (out / METRICS).open("a") if rank == 0 else None
     records: list[dict] = []
 
@@ -310,7 +317,7 @@ def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_
     from minitron.compress.data import load_blocks
     from minitron.core.gguf import local_model
     from minitron.core.model_io import load_model
-    from minitron.core.records import RECORD_NAME, atomic_write, refuse_overlap, write_record
+    from minitron.core.records import RECORD_NAME, atomic_write, folder_lock, refuse_overlap, write_record
     from transformers import AutoModelForCausalLM
 
     cfg.validate(int(os.environ.get("WORLD_SIZE", "1")))
@@ -321,52 +328,57 @@ def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_
     tokenizer = _check_pair(student_dir, teacher_dir, cfg)
     inputs = {"student": str(student_dir), "teacher": teacher_dir and str(teacher_dir), "data": data,
               "random_init": random_init}
-    if resume and (out / RECORD_NAME).is_file():  # finished (its optimizer state is gone): nothing to redo
-        return _finished_run(out, cfg, inputs)
-    resuming = _prepare_out(out, resume, overwrite, rank)
-    if resuming:
-        check_inputs(out, inputs)
-    splits = load_blocks(data, tokenizer, cfg.seq_len, seed=cfg.seed)
-    if len(splits.val) == 0:
-        raise BadInput(f"{data} gives {len(splits.train)} block(s) of {cfg.seq_len} tokens, too few for a "
-                         "validation split; add data or lower --seq-len")
-    student, _ = load_model(student_dir, dtype=torch.float32)
-    if random_init:
-        torch.manual_seed(cfg.seed)
-        student = AutoModelForCausalLM.from_config(student.config, dtype=torch.float32)
-    teacher = None
-    if teacher_dir is not None:
-        frozen_bf16 = not cfg.correct_teacher and device.startswith("cuda") and cfg.precision != "fp32"
-        teacher, _ = load_model(teacher_dir, dtype=torch.bfloat16 if frozen_bf16 else torch.float32)
-    cache = None
-    if teacher_cache and teacher is not None and not cfg.correct_teacher and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        from minitron.compress.teacher_cache import TeacherCache
-        from minitron.core.precision import uses_bf16
+    with contextlib.ExitStack() as held:
+        if rank == 0:  # one writer per folder: a second `distill --out` of it is refused, naming the first
+            held.enter_context(folder_lock(out))
+        if resume and (out / RECORD_NAME).is_file():  # finished (its optimizer state is gone): nothing to redo
+            return _finished_run(out, cfg, inputs)
+        resuming = _prepare_out(out, resume, overwrite, rank)
+        if resuming:
+            check_inputs(out, inputs)
+        splits = load_blocks(data, tokenizer, cfg.seq_len, seed=cfg.seed)
+        if len(splits.val) == 0:
+            raise BadInput(f"{data} gives {len(splits.train)} block(s) of {cfg.seq_len} tokens, too few for a "
+                             "validation split; add data or lower --seq-len")
+        student, _ = load_model(student_dir, dtype=torch.float32)
+        if random_init:
+            torch.manual_seed(cfg.seed)
+            student = AutoModelForCausalLM.from_config(student.config, dtype=torch.float32)
+        teacher = None
+        if teacher_dir is not None:
+            frozen_bf16 = not cfg.correct_teacher and device.startswith("cuda") and cfg.precision != "fp32"
+            teacher, _ = load_model(teacher_dir, dtype=torch.bfloat16 if frozen_bf16 else torch.float32)
+        cache = None
+        single = int(os.environ.get("WORLD_SIZE", "1")) == 1
+        if teacher_cache and teacher is not None and not cfg.correct_teacher and single:
+            from minitron.compress.teacher_cache import TeacherCache
+            from minitron.core.precision import uses_bf16
 
-        cache = TeacherCache(teacher_cache, teacher_dir, f"{torch.device(device).type}|bf16={uses_bf16(device, cfg.precision)}")
-    objective = Objective(student, teacher, cfg, cache)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / RECORD_NAME).unlink(missing_ok=True)  # the record marks a finished run; this one is not yet
-        if not resuming:
-            atomic_write(out / INPUTS, json.dumps(inputs, indent=2) + "\n")
-    records = train(objective, splits, cfg, out, resume=resuming, device=device, stop_after=stop_after)
-    finished = bool(records) and max(r["step"] for r in records) == cfg.steps
-    if cache is not None:
-        log.info("teacher outputs: %d of %d micro-batches reused from %s", cache.hits, cache.hits + cache.misses,
-                 cache.folder)
-    if finished:
-        export_model(objective.student, tokenizer, out, rank)
-        if cfg.correct_teacher:
-            export_model(objective.teacher, tokenizer, out / "corrected-teacher", rank)
+            kind = f"{torch.device(device).type}|bf16={uses_bf16(device, cfg.precision)}"
+            cache = TeacherCache(teacher_cache, teacher_dir, kind)
+        objective = Objective(student, teacher, cfg, cache)
         if rank == 0:
-            final = {k: v for k, v in records[-1].items() if k != "split"}
-            write_record(out, stage, seed=cfg.seed, student=str(student_dir), teacher=teacher_dir, data=data,
-                         random_init=random_init, config=dataclasses.asdict(cfg), final_validation=final,
-                         world_size=int(os.environ.get("WORLD_SIZE", "1")))
-            # the optimizer state is three times the model and only resumes an unfinished run: a findings recipe
-            # of 25 runs would otherwise keep 20 GB of it
-            shutil.rmtree(out / STATE_DIR, ignore_errors=True)
-    if dist.is_initialized():
-        dist.barrier()
-    return records
+            out.mkdir(parents=True, exist_ok=True)
+            (out / RECORD_NAME).unlink(missing_ok=True)  # the record marks a finished run; this one is not yet
+            if not resuming:
+                atomic_write(out / INPUTS, json.dumps(inputs, indent=2) + "\n")
+        records = train(objective, splits, cfg, out, resume=resuming, device=device, stop_after=stop_after)
+        finished = bool(records) and max(r["step"] for r in records) == cfg.steps
+        if cache is not None:
+            log.info("teacher outputs: %d of %d micro-batches reused from %s", cache.hits, cache.hits + cache.misses,
+                     cache.folder)
+        if finished:
+            export_model(objective.student, tokenizer, out, rank)
+            if cfg.correct_teacher:
+                export_model(objective.teacher, tokenizer, out / "corrected-teacher", rank)
+            if rank == 0:
+                final = {k: v for k, v in records[-1].items() if k != "split"}
+                write_record(out, stage, seed=cfg.seed, student=str(student_dir), teacher=teacher_dir, data=data,
+                             random_init=random_init, config=dataclasses.asdict(cfg), final_validation=final,
+                             world_size=int(os.environ.get("WORLD_SIZE", "1")))
+                # the optimizer state is three times the model and only resumes an unfinished run: a findings recipe
+                # of 25 runs would otherwise keep 20 GB of it
+                shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+        if dist.is_initialized():
+            dist.barrier()
+        return records

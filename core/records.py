@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import glob
 import json
 import logging
 import os
@@ -60,24 +61,72 @@ def check_output_dir(out: str | os.PathLike, overwrite: bool, reads: Iterable = 
 
 
 @contextlib.contextmanager
+def folder_lock(out: str | os.PathLike):
+    """Hold an advisory lock on writing `out` (a hidden `.NAME.lock` beside it, holding the writer's PID): a
+    second process that tries to write the same folder is refused, naming the first, instead of mixing files."""
+    import fcntl
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.parent / f".{out.name}.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise OutputExists(f"another process (PID {holder}) is writing {out}; wait for it to finish or stop "
+                               "it, or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _clear_leftovers(out: Path) -> None:
+    """Remove the temporary folders that killed writers of `out` left beside it (their PID is gone)."""
+    for leftover in out.parent.glob(f".{glob.escape(out.name)}.*-*"):
+        kind, _, rest = leftover.name[len(out.name) + 2:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind not in ("tmp", "old") or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            log.info("removing %s, left by a writer that was stopped", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
+@contextlib.contextmanager
 def output_dir(out: str | os.PathLike, overwrite: bool = False, reads: Iterable = ()):
     """Yield a temporary folder beside `out`; on success it replaces `out`, on error it is removed. `reads` are
-    the command's inputs, which `out` may not overlap (`check_output_dir`)."""
+    the command's inputs, which `out` may not overlap (`check_output_dir`); a second writer of `out` is refused
+    (`folder_lock`)."""
     out = check_output_dir(out, overwrite, reads)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        trash = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(trash)
-        tmp.rename(out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        tmp.rename(out)
+    with folder_lock(out):
+        _clear_leftovers(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the result from the user's group
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if out.exists():
+            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(trash)
+            tmp.rename(out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(out)
 
 
 def provenance(seed: int | None = None) -> dict:

@@ -28,6 +28,10 @@ def build_table(runs: list[dict], teacher: str | None = None, paper_columns: lis
     entries = runs[0]["record"]["suite_tasks"]
     rows = {e["paper_row"] or e["task"]: {"task": e["task"], "metric": e["metric"]} for e in entries}
     labels = [run_label(r) for r in runs]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:  # one column per label: a second run would silently replace the first
+        raise GateInputError(f"several runs are labelled {', '.join(map(repr, repeated))}; give each its own "
+                             "--label in `minitron eval run`")
     for label, run in zip(labels, runs):
         for e in entries:
             value = run["results"]["results"].get(e["task"], {}).get(e["metric"])

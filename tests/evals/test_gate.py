@@ -156,3 +156,9 @@ def test_a_nan_or_unpaired_document_exits_2(tmp_path, capsys):
     for flag in ("--max-drop=-0.5", "--z=-1"):
         assert cli.main(["eval", "gate", str(base), str(base), flag]) == 2
         assert "both >= 0" in capsys.readouterr().err
+
+
+def test_a_table_refuses_two_runs_of_one_label(tmp_path):
+    runs = [make_run(tmp_path / name, BASE, label="width") for name in ("a", "b")]
+    with pytest.raises(GateInputError, match="several runs are labelled 'width'"):
+        write_table(runs, tmp_path / "table")

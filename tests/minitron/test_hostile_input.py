@@ -159,3 +159,43 @@ def test_a_deployment_of_no_size_is_refused(models, flag, capsys):
     assert cli.main(["deploy", "--checkpoint", str(models / "project" / "model"), "--backend", "trtllm", "--out",
                      str(models / "deployed"), "--dry-run", flag]) == 2
     assert "must be positive" in capsys.readouterr().err and not (models / "deployed").exists()
+
+
+def test_a_second_writer_of_a_folder_is_refused_naming_the_first(models, capsys):
+    """Two commands writing one --out would mix their files; the second is refused while the first holds it."""
+    import os
+
+    from minitron.core.records import folder_lock
+
+    out = models / "out"
+    with folder_lock(out):
+        model = models / "project" / "model"
+        for command in (["prune", "depth", "--model", str(model), "--out", str(out), "--drop", "1"],
+                        ["distill", "--teacher", str(model), "--student", str(model), "--data",
+                         str(models / "data.txt"), "--out", str(out), *map(str, TRAIN)]):
+            assert cli.main(command) == 2
+            assert f"another process (PID {os.getpid()}) is writing" in capsys.readouterr().err
+    assert not out.exists() and not list(models.glob(".out.*"))  # and the lock is gone with its holder
+    assert cli.main(["prune", "depth", "--model", str(model), "--out", str(out), "--drop", "1"]) == 0
+
+
+def test_a_killed_writers_temporary_folder_is_cleared_and_outputs_are_readable(models):
+    import stat
+
+    from minitron.core.records import output_dir
+
+    leftover = models / ".out.tmp-999999999-abc"  # no such process
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"half")
+    with output_dir(models / "out") as tmp:
+        (tmp / "a.txt").write_text("a")
+    assert not leftover.exists()
+    assert stat.S_IMODE((models / "out").stat().st_mode) & 0o055 == 0o055 & ~_umask()  # not mkdtemp's 0700
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

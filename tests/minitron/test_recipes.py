@@ -57,6 +57,17 @@ def test_paper_recipes_carry_table_4():
     ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nprune: {depth_layers: 2}\n"
      "findings: {out: r, depth_scan: {metric: x, scan_lenghts: 1}}\n",
      "findings.depth_scan: unknown field scan_lenghts; allowed: metric, scan_lengths, scan_samples"),
+    # choices and counts are checked at load too, not when their stage starts after the training
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nquantize: {kv_cache: fp16}\n",
+     "quantize.kv_cache must be one of auto, fp8, not 'fp16'"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nbench: {backend: hff}\n",
+     "bench.backend must be one of hf, vllm, trtllm, openai, not 'hff'"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nbench: {repeats: 0}\n",
+     "bench.repeats must be at least 1, not 0"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nbench: {isl_osl: 64-32}\n", "64-32"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nimportance: {num_samples: -8}\n",
+     "importance.num_samples must be at least 1, not -8"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\neval: {suite: nope}\n", "unknown suite 'nope'"),
 ])
 def test_recipe_errors(tmp_path, body, message):
     path = RECIPES / f".test-{tmp_path.name}.yaml"  # beside the real ones, so relative config paths resolve
@@ -86,3 +97,20 @@ def test_a_recipe_extends_another_changing_only_what_it_sets(tmp_path):
     (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
     with pytest.raises(FileNotFoundError, match="extended by"):
         load_recipe(tmp_path / "c.yaml")
+
+
+def test_the_recipe_choices_are_the_stages_own():
+    """The section types list the choices a stage takes; they must not drift from the stage's own list."""
+    import typing
+
+    from minitron.bench.target import BACKENDS as BENCH_BACKENDS
+    from minitron.deploy.deploy import BACKENDS as DEPLOY_BACKENDS
+    from minitron.deploy.quantize import DTYPES
+    from minitron.recipe_sections import BenchSection, DeploySection, QuantizeSection
+
+    def choices(cls, field):
+        return typing.get_args(typing.get_type_hints(cls)[field])
+
+    assert choices(BenchSection, "backend") == BENCH_BACKENDS
+    assert choices(DeploySection, "backend") == DEPLOY_BACKENDS
+    assert choices(QuantizeSection, "dtype") == tuple(DTYPES)
