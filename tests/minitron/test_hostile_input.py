@@ -79,7 +79,6 @@ def test_a_width_target_transformers_rejects_is_refused_before_importance(models
     """transformers 5 wants a hidden size that its heads divide (6 heads, hidden 40: no): known from the config
     in a second, so no calibration pass may run first."""
     import transformers
-
     from minitron.compress import prune
 
     if int(transformers.__version__.split(".")[0]) < 5:

@@ -106,6 +106,7 @@ def test_the_recipe_choices_are_the_stages_own():
     from minitron.bench.target import BACKENDS as BENCH_BACKENDS
     from minitron.deploy.deploy import BACKENDS as DEPLOY_BACKENDS
     from minitron.deploy.quantize import DTYPES
+
     from minitron.recipe_sections import BenchSection, DeploySection, QuantizeSection
 
     def choices(cls, field):
