@@ -12,24 +12,26 @@ What each program gets:
 - its own interpreter (`python -I -B`: isolated mode ignores PYTHON* variables, the user site and the
   current folder, and -B writes no bytecode), started in a new session so that the whole process group can
   be killed;
-- a fresh temporary folder as working directory, HOME and TMPDIR, removed afterwards, where its output goes
-  too (files rather than pipes, so a program printing in a loop cannot fill this process's memory);
+- a fresh folder as working directory, HOME and TMPDIR, removed afterwards; its output goes to files rather
+  than pipes, so a program printing in a loop cannot fill this process's memory;
 - a minimal environment (PATH, locale, one BLAS thread: no proxies, tokens or credentials from ours);
 - a wall-clock timeout, after which its process group is killed with SIGKILL;
-- resource limits: address space (2 GiB), CPU seconds, file size, processes, open files, no core dumps.
+- resource limits: address space (2 GiB), CPU seconds, file size, processes, open files, no core dumps;
+- on Linux with user namespaces (evals/sandbox.py): no view of other processes, no network, a read-only
+  file system except its folder (a tmpfs of 128 MiB for all its files), no capabilities, and as `nobody`
+  when the evaluator is root. `isolation()` tells which, and each eval run records it.
 
-What it does NOT protect against: this is not a security boundary like a container or a VM. The program
-runs as this user, sees the whole file system and network, and can read, change or delete anything this
-user can (a `shutil.rmtree` of an absolute path is not stopped); the process limit counts all of the user's
-processes and is not enforced for root; a child that starts its own session escapes the group kill; a
-program that calls `exit(0)` before the asserts counts as passing, as in the reference harnesses. Run code
-evaluations inside a disposable container (no secrets mounted, network off) when the model is not trusted.
+What it does NOT protect against: without namespaces (macOS, kernels with user namespaces disabled) the
+program runs as this user, sees the whole file system and network, and can read, change or delete anything
+this user can. With them it is still not a VM: a kernel exploit gets out. A program that calls `exit(0)`
+before the asserts counts as passing, as in the reference harnesses.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,11 +43,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minitron.core.errors import BadInput
+from minitron.evals.sandbox import isolated
 
 ALLOW_ENV = "MINITRON_ALLOW_CODE_EXECUTION"
 DEFAULT_TIMEOUT = 10.0
 MEMORY_BYTES = 2 * 2**30
 FILE_BYTES = 64 * 2**20
+DISK_BYTES = 128 * 2**20
+"""All of a program's files together, where namespaces give it a tmpfs of its own (evals/sandbox.py)."""
 MAX_PROCESSES = 64
 MAX_OPEN_FILES = 128
 DETAIL_CHARS = 2000
@@ -112,14 +117,18 @@ def run_program(program: str, timeout: float = DEFAULT_TIMEOUT) -> ExecResult:
     """Run one program to completion or timeout; `passed` means it exited with status 0."""
     check_allowed()
     with tempfile.TemporaryDirectory(prefix="minitron-exec-", ignore_cleanup_errors=True) as tmp:
-        folder = Path(tmp)
+        folder, work = Path(tmp), Path(tmp, "work")
+        work.mkdir()
         (folder / "program.py").write_text(program)
-        env = {"PATH": os.defpath, "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1"}
-        with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", "-c", _launcher(timeout)], cwd=tmp, env=env,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
-            )
+        argv = [sys.executable, "-I", "-B", "-c", _launcher(timeout)]
+        with isolated(argv, folder, work, DISK_BYTES, MAX_PROCESSES) as (command, setup), \
+                open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
+            if not setup:  # no namespaces: the program runs in `work` as it is
+                shutil.copy(folder / "program.py", work / "program.py")
+            env = {"PATH": os.defpath, "HOME": str(work), "TMPDIR": str(work), "LANG": "C.UTF-8",
+                   "OMP_NUM_THREADS": "1", **setup}
+            proc = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    start_new_session=True)
             try:
                 proc.wait(timeout=timeout)
                 timed_out = False

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 from minitron.core.errors import BadInput, MissingInput
 from minitron.core.records import output_dir, write_record
 from minitron.evals.code_exec import ALLOW_ENV
+from minitron.evals.sandbox import isolation
 from minitron.evals.suites import Suite, SuiteTask
 from minitron.evals.tasks import TASKS_DIR, task_manager
 
@@ -208,11 +209,15 @@ def _evaluate(lm, suite: Suite, limit: int | None, allow_code_execution: bool, s
     return dict(merged)
 
 
+def code_tasks(suite: Suite) -> list[str]:
+    """The suite's tasks that run model-generated programs."""
+    return [t.task for t in suite.tasks if any(k in t.task for k in ("humaneval", "mbpp"))]
+
+
 def check_code_execution(suite: Suite, allow: bool) -> None:
     """Code tasks run generated programs: refuse them up front unless --allow-code-execution was given."""
-    code_tasks = [t.task for t in suite.tasks if any(k in t.task for k in ("humaneval", "mbpp"))]
-    if code_tasks and not allow:
-        raise BadInput(f"tasks {', '.join(code_tasks)} execute model-generated code; pass "
+    if code_tasks(suite) and not allow:
+        raise BadInput(f"tasks {', '.join(code_tasks(suite))} execute model-generated code; pass "
                          "--allow-code-execution to run them (each program runs in its own sandboxed subprocess)")
 
 
@@ -232,5 +237,6 @@ def write_run(out: str | Path, results: dict, suite: Suite, model: str, backend:
         write_record(tmp, "eval", suite=suite.name, suite_tasks=[t.__dict__ for t in suite.tasks],
                      unsupported=[u.__dict__ for u in suite.unsupported], paper_table=suite.paper_table,
                      model=str(model), backend=backend,
-                     headline={t.task: results["results"][t.task].get(t.metric) for t in suite.tasks}, **fields)
+                     headline={t.task: results["results"][t.task].get(t.metric) for t in suite.tasks},
+                     **({"code_execution": isolation().describe()} if code_tasks(suite) else {}), **fields)
     return Path(out)
