@@ -74,6 +74,9 @@ def importance(model: str, calib: str | None, out: str | Path, num_samples: int 
     """Neuron, head, channel and layer importance of `model` on `calib`, saved to `out` (.safetensors) for
     `prune_width(importance_file=...)` to reuse."""
     out = check_output_dir(out, overwrite, reads=(model, calib))
+    if out.is_dir():
+        raise BadInput(f"--out {out} is a folder; the scores are one file: pass a file name such as "
+                       f"{out / 'importance.safetensors'}")
     model = local_model(model)
     config = load_config(model)
     blocks = _calibration(calib, model, config, seq_len, num_samples, seed)

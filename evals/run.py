@@ -134,13 +134,25 @@ def fetch_datasets(suite: Suite, data_dir: str | Path) -> None:
             get_task_dict([task.task], task_manager(include_defaults=task.builtin))
 
 
+def _with_includes(path: Path, seen: frozenset = frozenset()) -> str:
+    """A task config's text with the configs it `include:`s (lm-eval's inheritance), which may say where its
+    data comes from."""
+    text = path.read_text()
+    for line in text.splitlines():
+        if line.startswith("include:"):
+            included = (path.parent / line.split(":", 1)[1].strip()).resolve()
+            if included.is_file() and included not in seen:
+                text += "\n" + _with_includes(included, seen | {included})
+    return text
+
+
 def needs_hub(task: SuiteTask) -> bool:
     """Built-in lm-eval tasks and ours with a hub `dataset_path` read the hub; fixtures and HumanEval do not."""
     if task.builtin:
         return True
     for path in TASKS_DIR.rglob("*.yaml"):
-        text = path.read_text()
-        if f"task: {task.task}\n" in text:
+        if f"task: {task.task}\n" in path.read_text():
+            text = _with_includes(path)
             local = "dataset_path: json" in text or "custom_dataset:" in text
             return not local
     raise BadInput(f"unknown task {task.task!r}: no lm-eval config for it under {TASKS_DIR}")
@@ -180,8 +192,29 @@ def evaluate_suite(lm, suite: Suite, limit: int | None = None, allow_code_execut
         return _evaluate(lm, suite, limit, allow_code_execution, seed)
 
 
+def _fit_generation(tasks: dict, lm) -> dict[str, str]:
+    """Give a generation task whose answer budget fills the model's whole context (a 256-token model and a
+    256-token budget) half the context instead, so a prompt fits; returns what was capped, for the results."""
+    capped = {}
+    context = getattr(lm, "max_length", None)
+    for name, task in tasks.items():
+        if getattr(task, "OUTPUT_TYPE", None) != "generate_until" or not context:
+            continue
+        kwargs = task.config.generation_kwargs
+        if kwargs is None:
+            kwargs = task.config.generation_kwargs = {}
+        budget = kwargs.get("max_gen_toks", getattr(lm, "max_gen_toks", 256))
+        if budget >= context:
+            kwargs["max_gen_toks"] = context // 2
+            capped[name] = f"max_gen_toks {budget} -> {context // 2}: the model's context is {context} tokens"
+            log.warning("%s: answers capped at %d tokens (the task asks %d; the model holds %d in all)", name,
+                        context // 2, budget, context)
+    return capped
+
+
 def _evaluate(lm, suite: Suite, limit: int | None, allow_code_execution: bool, seed: int) -> dict:
     import lm_eval
+    from lm_eval.tasks import get_task_dict
 
     groups: dict[tuple, list[str]] = defaultdict(list)
     for task in suite.tasks:
@@ -190,7 +223,11 @@ def _evaluate(lm, suite: Suite, limit: int | None, allow_code_execution: bool, s
     merged: dict = defaultdict(dict)
     for (shots, group_limit), names in groups.items():
         try:
-            out = lm_eval.simple_evaluate(model=lm, tasks=names, num_fewshot=shots, limit=group_limit,
+            tasks = get_task_dict(names, manager)
+            capped = _fit_generation(tasks, lm)
+            if capped:
+                merged["generation_capped"].update(capped)
+            out = lm_eval.simple_evaluate(model=lm, tasks=list(tasks.values()), num_fewshot=shots, limit=group_limit,
                                           task_manager=manager, log_samples=True, random_seed=seed,
                                           numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
                                           confirm_run_unsafe_code=allow_code_execution)

@@ -139,3 +139,31 @@ def test_data_dir_without_the_dataset_names_it(model_dir, tmp_path, capsys):
     assert cli.main(["eval", "run", "--model", str(model_dir), "--suite", str(path), "--out", str(tmp_path / "o"),
                           "--data-dir", str(tmp_path / "cache")]) == 2
     assert "minitron_xlsum_en" in capsys.readouterr().err
+
+
+def test_a_generation_budget_that_fills_the_context_is_capped_and_recorded():
+    """lm-eval asserts when a task's answer budget leaves no room for the prompt (a 256-token model and a
+    256-token budget); the run caps the budget at half the context and says so in its results."""
+    from types import SimpleNamespace
+
+    from minitron.evals.run import _fit_generation
+
+    def task(output, budget):
+        return SimpleNamespace(OUTPUT_TYPE=output, config=SimpleNamespace(
+            generation_kwargs=None if budget is None else {"max_gen_toks": budget}))
+
+    tasks = {"long": task("generate_until", 512), "default": task("generate_until", None),
+             "fits": task("generate_until", 32), "choice": task("multiple_choice", None)}
+    capped = _fit_generation(tasks, SimpleNamespace(max_length=256, max_gen_toks=256))
+    assert set(capped) == {"long", "default"} and "512 -> 128" in capped["long"]
+    assert tasks["long"].config.generation_kwargs["max_gen_toks"] == 128
+    assert tasks["fits"].config.generation_kwargs["max_gen_toks"] == 32
+
+
+def test_a_task_that_inherits_local_data_needs_no_hub():
+    """The fixture HumanEval task `include:`s the real one, whose dataset is local (custom_dataset): offline
+    runs must not refuse it as needing the hub."""
+    from minitron.evals.run import needs_hub
+    from minitron.evals.suites import load_suite
+
+    assert not any(needs_hub(task) for task in load_suite("fixtures-code").tasks)

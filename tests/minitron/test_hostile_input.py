@@ -198,3 +198,10 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_folder_where_a_file_belongs_is_refused_before_the_work(models, capsys):
+    (models / "scores").mkdir()
+    assert cli.main(["importance", "--model", str(models / "project" / "model"), "--calib", str(models / "data.txt"),
+                     "--out", str(models / "scores"), "--overwrite", "--seq-len", "32", "--num-samples", "4"]) == 2
+    assert "is a folder; the scores are one file" in capsys.readouterr().err
