@@ -48,15 +48,19 @@ def stream_completion(url: str, model: str, prompt: list[int], osl: int, timeout
     request = urllib.request.Request(api_root(url) + "/v1/completions", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
     start = time.perf_counter()
-    first, chunks, usage = None, 0, None
+    first, chunks, usage, done = None, 0, None, False
     try:
         with urllib.request.urlopen(request, timeout=timeout) as reply:
             for raw in reply:
+                if time.perf_counter() - start > timeout:  # a server that dribbles never trips the socket timeout
+                    raise EngineFailed(f"the server at {url} did not finish a {osl}-token completion within "
+                                       f"--timeout {timeout:g} s; check its load and log, or raise --timeout")
                 line = raw.decode(errors="replace").strip()
                 if not line.startswith("data:"):
                     continue
                 data = line[len("data:"):].strip()
                 if data == "[DONE]":
+                    done = True
                     break
                 event = json.loads(data)
                 if event.get("choices"):
@@ -72,6 +76,12 @@ def stream_completion(url: str, model: str, prompt: list[int], osl: int, timeout
     end = time.perf_counter()
     if first is None:
         raise EngineFailed(f"the server at {url} streamed no tokens for a request; check its log")
+    if not done:
+        raise EngineFailed(f"the server at {url} cut a stream short ({chunks} chunks, no [DONE]); a cut request "
+                           "is not a finished one: check its log, then rerun the same sweep to resume")
+    if usage and chunks > usage["completion_tokens"]:
+        raise EngineFailed(f"the server at {url} reported {usage['completion_tokens']} completion tokens but "
+                           f"streamed {chunks} chunks of text; its usage cannot be trusted: check the server")
     return Streamed(start, first, end, usage.get("prompt_tokens") if usage else None,
                     usage["completion_tokens"] if usage else chunks)
 

@@ -254,6 +254,7 @@ class FakeServer(BaseHTTPRequestHandler):
 
     bodies: list = []
     budget = None  # completions it serves before it starts failing
+    fault = None  # "cut" (no [DONE]), "usage" (reports fewer tokens than it streamed), "dribble" (slow tokens)
 
     def log_message(self, *args):
         pass
@@ -284,19 +285,28 @@ class FakeServer(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
+        try:
+            self._stream(body, type(self).fault)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up on a dribbling stream
+            pass
+
+    def _stream(self, body, fault):
         for i in range(body["max_tokens"]):
-            time.sleep(0.001)
+            time.sleep(0.3 if fault == "dribble" else 0.001)
             chunk = {"object": "text_completion", "choices": [{"index": 0, "text": f" t{i}", "finish_reason": None}]}
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
             self.wfile.flush()
-        usage = {"prompt_tokens": len(body["prompt"]), "completion_tokens": body["max_tokens"],
-                 "total_tokens": len(body["prompt"]) + body["max_tokens"]}
+            if fault == "cut" and i == 2:
+                return
+        reported = body["max_tokens"] // 2 if fault == "usage" else body["max_tokens"]
+        usage = {"prompt_tokens": len(body["prompt"]), "completion_tokens": reported,
+                 "total_tokens": len(body["prompt"]) + reported}
         self.wfile.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode())
 
 
 @pytest.fixture
 def server():
-    FakeServer.bodies, FakeServer.budget = [], None
+    FakeServer.bodies, FakeServer.budget, FakeServer.fault = [], None, None
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeServer)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -337,3 +347,19 @@ def test_openai_server_failures_are_clear_and_keep_the_records(folders, server, 
     with pytest.raises(EngineUnavailable, match="no OpenAI-compatible server answers at .*/v1/models"):
         sweep("openai", [url], tmp_path / "out", [(16, 8), (32, 8)], settings)
     assert [r["isl"] for r in read_records(tmp_path / "out" / RECORDS_NAME)] == [16]
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("cut", "cut a stream short"),
+    ("usage", "reported 4 completion tokens but streamed 8 chunks"),
+    ("dribble", "did not finish a 8-token completion within --timeout 1 s"),
+])
+def test_an_unfinished_or_inconsistent_stream_is_not_counted(server, fault, message):
+    """A stream cut mid-way, a usage count that disagrees with what arrived, or tokens dribbling past the
+    deadline would each give a throughput for requests that never finished."""
+    from minitron.bench.openai import stream_completion
+
+    _, url = server
+    FakeServer.fault = fault
+    with pytest.raises(EngineFailed, match=message):
+        stream_completion(url, "tiny", [1, 2, 3], osl=8, timeout=1.0)
