@@ -60,7 +60,11 @@ def save_state(out: Path, objective, optimizer, scheduler, step: int, cfg: Train
     tmp = out / f"{STATE_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    torch.save(state, tmp / "train_state.pt")
+    try:
+        torch.save(state, tmp / "train_state.pt")
+    except BaseException:  # a full disk or a kill: no half-written state left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     final = out / STATE_DIR
     old = out / f"{STATE_DIR}.old"
     if final.exists():

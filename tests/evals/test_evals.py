@@ -167,3 +167,14 @@ def test_a_task_that_inherits_local_data_needs_no_hub():
     from minitron.evals.suites import load_suite
 
     assert not any(needs_hub(task) for task in load_suite("fixtures-code").tasks)
+
+
+def test_the_openai_backend_names_the_extra_it_needs(monkeypatch):
+    import importlib.util
+
+    from minitron.evals import backends
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tenacity" else real(name, *a))
+    with pytest.raises(backends.BackendUnavailable, match=r"needs tenacity .*pip install 'minitron\[api\]'"):
+        backends.openai_lm("http://127.0.0.1:9/v1")
