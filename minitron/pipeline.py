@@ -59,6 +59,10 @@ def status(stage: Stage) -> str:
     recorded = json.loads(marker.read_text())
     if recorded.get("fingerprint") != stage.fingerprint:
         return "todo"
+    if recorded.get("complete") and not (stage.out / stage.completes).is_file():
+        log.warning("%s is marked done but %s lacks %s (killed while writing, or edited since): running it again",
+                    stage.name, stage.out, stage.completes)
+        return "partial"
     return "done" if recorded.get("complete") else "partial"
 
 

@@ -38,6 +38,8 @@ class Stage:
     other stages run on rank 0 while the rest wait."""
     needs: tuple[str, ...] = ()
     """The stages whose outputs this one reads: their fingerprints are part of its own."""
+    completes: str = "minitron.json"
+    """The file in `out` that its action writes last: a stage marked done without it is run again."""
     markers: Path | None = field(default=None, init=False)
     """The folder of the stage's marker (set by `minitron.pipeline.plan`: `<work_dir>/<recipe name>/.stages/`)."""
     fingerprint: str = field(default="", init=False)
@@ -116,7 +118,7 @@ class Planner:
             stages.append(Stage(kinds.EMBEDDED_TEACHER.name, folder, {"embedded_steps": steps,
                                                                       "precision": self.precision},
                                 embedded.build, {"out": folder, "steps": steps, "precision": self.precision},
-                                "build and pretrain the embedded default"))
+                                "build and pretrain the embedded default", completes="teacher/minitron.json"))
             self.base += (kinds.EMBEDDED_TEACHER.name,)
             self.original = folder / "teacher"
             self.data = str(folder / self.data) if not Path(self.data).exists() else self.data
@@ -270,7 +272,7 @@ class Planner:
             stages.append(Stage(kinds.DEPLOY.name, deployed, d, deploy,
                                 {"checkpoint": fp8, "out": deployed, "overwrite": True, **d},
                                 f"{d['backend']} deployment folder" + (" (dry run)" if d["dry_run"] else ""),
-                                needs=(kinds.QUANTIZE.name,)))
+                                needs=(kinds.QUANTIZE.name,), completes="manifest.json"))
         return stages
 
     def bench(self, needs: tuple[str, ...]) -> Stage:
@@ -278,7 +280,7 @@ class Planner:
         swept = {"teacher": self.teacher, **self.students}
         return Stage(stage_kinds.BENCH.name, out, settings, stage_work.bench,
                      {"models": swept, "out": out, "settings": settings, "device": self.device},
-                     f"throughput sweep: {', '.join(swept)}", needs=needs)
+                     f"throughput sweep: {', '.join(swept)}", needs=needs, completes="report/speedup.csv")
 
     def evals(self, student_needs: tuple[str, ...]) -> list[Stage]:
         """Teacher, corrected teacher, students (and FP8 students) through the suite; the extra seeds' students
@@ -297,7 +299,8 @@ class Planner:
                          "quantize": recipe.quantize, "device": self.device},
                         f"eval suite {e['suite']}: {', '.join(evaluated)}"
                         + (f", FP8 {', '.join(fp8_of)}" if fp8_of else "") + "; the table",
-                        needs=tuple(dict.fromkeys(self.base + self.teacher_needs + student_needs)))]
+                        needs=tuple(dict.fromkeys(self.base + self.teacher_needs + student_needs)),
+                        completes="table/table.csv")]
         seeds = self.seeds
         if len(seeds) > 1 and recipe.prune.depth_layers:
             first, out = seeds[0], self.root / kinds.EVAL_SEEDS.folder
@@ -308,7 +311,8 @@ class Planner:
                                  "quantize": {}, "device": self.device},
                                 f"eval suite {e['suite']}: the students of seeds {', '.join(map(str, seeds[1:]))}",
                                 needs=tuple(kind.seeded(seed, first).name for seed in seeds[1:]
-                                            for kind in (kinds.DISTILL, kinds.DISTILL_DEPTH))))
+                                            for kind in (kinds.DISTILL, kinds.DISTILL_DEPTH)),
+                                completes="table/table.csv"))
         return stages
 
     def findings(self, stages: list[Stage], out: Path) -> Stage:

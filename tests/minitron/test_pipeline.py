@@ -60,6 +60,16 @@ def test_other_data_or_another_teacher_reruns_every_stage(recipe, tokenizer):
     assert {s.name: s.fingerprint for s in pipeline.plan(recipe)} == swapped  # and nothing else moves them
 
 
+def test_a_stage_marked_done_whose_output_lost_its_record_runs_again(recipe):
+    """A kill while the final files were written, or a hand-edited folder: the marker alone must not let every
+    later stage fail on a missing model."""
+    pipeline.run(recipe)
+    (recipe.parent / "work" / "tiny-test" / "distilled" / "minitron.json").unlink()
+    again = dict(pipeline.run(recipe))
+    assert again["correct"].startswith("skip") and again["distill"] == "resume"
+    assert (recipe.parent / "work" / "tiny-test" / "distilled" / "minitron.json").is_file()
+
+
 def test_dry_run_shows_the_plan_and_runs_nothing(recipe, caplog):
     import logging
 
