@@ -1,7 +1,7 @@
 """Depth pruning: which layers can go, measured by removing them, and a model without them.
 
     minitron prune depth --model DIR --calib DATA --out DIR --num-layers 16              # scan, then drop
-    minitron prune depth --model DIR --calib DATA --out DIR --drop 16-31                 # drop these (0-based)
+    minitron prune depth --model DIR --calib DATA --out DIR --drop 15-30                 # drop these (0-based)
 
 The paper's scan (its Figures 8 and 9): for a block length k, remove each contiguous block [s, s+k) in
 turn and score what remains, by LM validation loss and by downstream accuracy (any scorer: a callable
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 
 def parse_layers(spec: str, num_layers: int) -> list[int]:
-    """'16-31' or '3,5,7' (0-based, inclusive ranges) -> sorted layer indices, validated."""
+    """'15-30' or '3,5,7' (0-based, inclusive ranges) -> sorted layer indices, validated."""
     layers: set[int] = set()
     for part in spec.split(","):
         start, _, end = part.strip().partition("-")

@@ -178,7 +178,7 @@ def prune_depth(model: str, out: str | Path, calib: str | None = None, num_layer
                 batch_size: int = 8, device: str = "cpu", precision: str = "auto", seed: int = 0,
                 overwrite: bool = False) -> Path:
     """Scan contiguous blocks of layers (and non-contiguous choices) and drop the best block of `n - num_layers`
-    by `metric`; or drop the layers `drop` names (0-based, `16-31` or `3,5,7`) without a scan."""
+    by `metric`; or drop the layers `drop` names (0-based, `15-30` or `3,5,7`) without a scan."""
     from minitron.compress import depth
 
     out = check_output_dir(out, overwrite, reads=(model, calib))

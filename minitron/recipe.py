@@ -155,14 +155,19 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
 
 
 def _check_values(data: dict, path: Path) -> None:
-    """What the section types cannot say: the eval suite exists and the bench grid parses, at load time rather
-    than when their stage starts after hours of training."""
+    """What the section types cannot say: the eval suite exists (and, if it runs generated code, the recipe allows
+    it) and the bench grid parses, at load time rather than when their stage starts after days of training."""
     from minitron.bench.workload import parse_grid
+    from minitron.evals.run import code_tasks
     from minitron.evals.suites import load_suite
 
     try:
         if (data.get("eval") or {}).get("suite"):
-            load_suite(data["eval"]["suite"])
+            running = code_tasks(load_suite(data["eval"]["suite"]))
+            if running and not data["eval"].get("allow_code_execution"):
+                raise BadInput(f"eval suite {data['eval']['suite']} runs {', '.join(running)}, which execute "
+                               "model-generated code: set eval.allow_code_execution: true (evals/sandbox.py isolates "
+                               "them), or choose a suite without them")
         if (data.get("bench") or {}).get("isl_osl"):
             parse_grid(data["bench"]["isl_osl"])
     except ValueError as err:

@@ -127,6 +127,9 @@ class EvalSection:
     """The paper's Table 1 columns shown beside ours."""
     fp8: bool = False
     """Also evaluate the students FP8-fake-quantized with the `quantize` settings."""
+    allow_code_execution: bool = False
+    """Let the suite's code tasks (HumanEval, MBPP) run model-generated programs (evals/sandbox.py); a suite with
+    such tasks is refused at load without it."""
 
 
 @dataclass

@@ -91,7 +91,7 @@ def evals(models: dict, fp8_of: list[str], data: str, out: Path, settings: dict,
             fake_quantize(model, list(blocks.batches(quantize.get("batch_size", 8))),
                           kv_cache_fp8=quantize.get("kv_cache") == "fp8")
         results = evaluate_suite(hf_lm(model, tokenizer=tokenizer, device=device), suite, limit=settings.get("limit"),
-                                 data=data_access)
+                                 data=data_access, allow_code_execution=settings.get("allow_code_execution", False))
         runs.append(write_run(out / label, results, suite, str(path), "hf", overwrite=True, label=label,
                               precision="fp8 (fake-quantized)" if fp8 else "bf16"))
 

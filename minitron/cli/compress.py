@@ -169,7 +169,8 @@ def prune_depth(
     num_layers: Annotated[Optional[int], typer.Option(
         "--num-layers", help="Layers to keep; the contiguous block to remove is chosen by the scan.")] = None,
     drop: Annotated[Optional[str], typer.Option(
-        "--drop", help="Layers to remove, 0-based inclusive: 16-31, or 3,5,7. Skips the scan.")] = None,
+        "--drop", help="Layers to remove, 0-based inclusive: 15-30 (the paper's 16 to 31), or 3,5,7. Skips the "
+                       "scan.")] = None,
     metric: Metric = "lm-loss",
     scan_lengths: ScanLengths = None,
     num_samples: ScanSamples = 1024,

@@ -68,6 +68,8 @@ def test_paper_recipes_carry_table_4():
     ("teacher: {model: m, config: configs/llama-3.1-8b.json}\nimportance: {num_samples: -8}\n",
      "importance.num_samples must be at least 1, not -8"),
     ("teacher: {model: m, config: configs/llama-3.1-8b.json}\neval: {suite: nope}\n", "unknown suite 'nope'"),
+    ("teacher: {model: m, config: configs/llama-3.1-8b.json}\neval: {suite: base}\n",
+     "runs minitron_mbpp, minitron_humaneval_n20, which execute model-generated code: set eval.allow_code_execution"),
 ])
 def test_recipe_errors(tmp_path, body, message):
     path = RECIPES / f".test-{tmp_path.name}.yaml"  # beside the real ones, so relative config paths resolve
@@ -115,3 +117,11 @@ def test_the_recipe_choices_are_the_stages_own():
     assert choices(BenchSection, "backend") == BENCH_BACKENDS
     assert choices(DeploySection, "backend") == DEPLOY_BACKENDS
     assert choices(QuantizeSection, "dtype") == tuple(DTYPES)
+
+
+def test_the_paper_recipes_finish_and_prune_depth_the_papers_way():
+    """Every paper recipe's last stage runs code benchmarks, so it must allow them; the depth student's block is
+    chosen by Winogrande (Figures 8 and 9), as the paper does."""
+    for name in ("llama-3.1-minitron-4b-width", "llama-3.1-minitron-4b-depth", "mn-minitron-8b"):
+        assert load_recipe(RECIPES / f"{name}.yaml").eval["allow_code_execution"] is True
+    assert load_recipe(RECIPES / "llama-3.1-minitron-4b-depth.yaml").importance["metric"] == "winogrande"
