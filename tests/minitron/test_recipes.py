@@ -69,7 +69,7 @@ def test_paper_recipes_carry_table_4():
      "importance.num_samples must be at least 1, not -8"),
     ("teacher: {model: m, config: configs/llama-3.1-8b.json}\neval: {suite: nope}\n", "unknown suite 'nope'"),
     ("teacher: {model: m, config: configs/llama-3.1-8b.json}\neval: {suite: base}\n",
-     "runs minitron_mbpp, minitron_humaneval_n20, which execute model-generated code: set eval.allow_code_execution"),
+     "runs minitron_mbpp_n20, minitron_humaneval_n20, which execute model-generated code: set eval.allow_code_execution"),
 ])
 def test_recipe_errors(tmp_path, body, message):
     path = RECIPES / f".test-{tmp_path.name}.yaml"  # beside the real ones, so relative config paths resolve
