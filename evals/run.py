@@ -243,7 +243,20 @@ def _evaluate(lm, suite: Suite, limit: int | None, allow_code_execution: bool, s
     missing = [t.task for t in suite.tasks if t.task not in merged["results"]]
     if missing:
         raise RuntimeError(f"lm-eval returned no results for {', '.join(missing)}")
+    for task in suite.tasks:
+        if task.average_of:
+            _average(merged["results"][task.task], task)
     return dict(merged)
+
+
+def _average(results: dict, task) -> None:
+    """The headline metric as the mean of `task.average_of`, beside them in the task's results."""
+    name, _, filter_name = task.metric.partition(",")
+    parts = [results[key] for key in task.average_of]
+    errors = [results.get(key.replace(",", "_stderr,", 1)) for key in task.average_of]
+    results[task.metric] = sum(parts) / len(parts)
+    if all(isinstance(e, (int, float)) for e in errors):
+        results[f"{name}_stderr,{filter_name}"] = sum(errors) / len(errors)
 
 
 def code_tasks(suite: Suite) -> list[str]:

@@ -30,6 +30,9 @@ class SuiteTask:
     """A fraction (< 1) or a number of documents; the paper runs XL-Sum on 20% of its test set."""
     paper_row: str | None = None
     """The row of the paper's table this task fills."""
+    average_of: tuple[str, ...] | None = None
+    """Result keys whose mean is the headline `metric` (IFEval: the paper averages the prompt- and
+    instruction-level, strict and loose accuracies); its stderr is the mean of theirs, an upper bound."""
 
     @property
     def builtin(self) -> bool:
@@ -74,10 +77,12 @@ def load_suite(name_or_path: str) -> Suite:
     if not data.get("tasks"):
         raise BadInput(f"{path}: a suite needs a non-empty `tasks` list")
     try:
-        tasks = tuple(SuiteTask(**t) for t in data["tasks"])
+        tasks = tuple(SuiteTask(**{**t, **({"average_of": tuple(t["average_of"])} if t.get("average_of") else {})})
+                      for t in data["tasks"])
         unsupported = tuple(Unsupported(**u) for u in data.get("unsupported") or [])
     except TypeError as err:
-        raise BadInput(f"{path}: {err}; task fields: task, num_fewshot, metric, limit, paper_row") from None
+        raise BadInput(f"{path}: {err}; task fields: task, num_fewshot, metric, limit, paper_row, "
+                       "average_of") from None
     names = [t.task for t in tasks]
     if len(set(names)) != len(names):
         raise BadInput(f"{path}: a task is listed twice")

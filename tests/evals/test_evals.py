@@ -178,3 +178,16 @@ def test_the_openai_backend_names_the_extra_it_needs(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tenacity" else real(name, *a))
     with pytest.raises(backends.BackendUnavailable, match=r"needs tenacity .*pip install 'minitron\[api\]'"):
         backends.openai_lm("http://127.0.0.1:9/v1")
+
+
+def test_ifeval_is_the_papers_average_of_four_accuracies():
+    from minitron.evals.run import _average
+    from minitron.evals.suites import load_suite
+
+    task = next(t for t in load_suite("instruct").tasks if t.task == "ifeval")
+    results = {"prompt_level_strict_acc,none": 0.5, "inst_level_strict_acc,none": 0.6,
+               "prompt_level_loose_acc,none": 0.7, "inst_level_loose_acc,none": 0.8,
+               "prompt_level_strict_acc_stderr,none": 0.02, "inst_level_strict_acc_stderr,none": 0.02,
+               "prompt_level_loose_acc_stderr,none": 0.04, "inst_level_loose_acc_stderr,none": 0.04}
+    _average(results, task)
+    assert results["average,none"] == pytest.approx(0.65) and results["average_stderr,none"] == pytest.approx(0.03)
