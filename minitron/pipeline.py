@@ -82,13 +82,16 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
         raise BadInput(f"{recipe_path}: `data` is required to run a recipe (the distillation data)")
     planner = Planner(recipe, Path(work_dir or recipe.work_dir) / recipe.name, recipe_path)
     stages = planner.stages(findings_out)
-    # every stage reads the data or the teacher, directly or through the stages before it
-    sources = {"data": _source_identity(recipe.data), "teacher": _source_identity(recipe.teacher_model)}
+    # Every stage reads the data or the teacher, directly or through the stages before it. Those a stage makes
+    # (the stdlib corpus, the embedded or converted teacher) are in its settings already; the others are not.
+    sources = {name: _source_identity(given) for name, given, used in (
+        ("data", recipe.data, planner.data), ("teacher", recipe.teacher_model, planner.original))
+        if not Path(used).is_relative_to(planner.root)}
     fingerprints: dict[str, str] = {}
     for stage in stages:
         stage.markers = planner.root / MARKERS
         stage.fingerprint = fingerprints[stage.name] = _fingerprint(
-            stage.settings, [fingerprints[n] for n in stage.needs] + [sources])
+            stage.settings, [fingerprints[n] for n in stage.needs] + ([sources] if sources else []))
     return stages
 
 
