@@ -157,7 +157,8 @@ def _scale_note(folders: dict[str, Path], recipe) -> str:
 
 
 def _tally(verdicts: list[Verdict]) -> str:
-    tested = [v for v in verdicts if v.testable and not v.one_seed]
+    tested = [v for v in verdicts if v.testable and not v.one_seed and v.noise]
+    unmeasured = [v for v in verdicts if v.testable and not v.noise and v.held is not None]
     counts = [sum(v.held is outcome for v in tested) for outcome in (True, False, None)]
     one_seed = [v for v in verdicts if v.one_seed]
     untested = sum(not v.testable for v in verdicts)
@@ -165,4 +166,6 @@ def _tally(verdicts: list[Verdict]) -> str:
             "were inconclusive at this scale"
             + (f"; {len(one_seed)} rest on one training seed ({sum(v.held for v in one_seed)} held there, "
                f"{sum(not v.held for v in one_seed)} did not: seed noise not measured)" if one_seed else "")
+            + (f"; {len(unmeasured)} were measured without a noise estimate ({sum(v.held for v in unmeasured)} "
+               "as claimed)" if unmeasured else "")
             + (f"; {untested} could not be tested here" if untested else ""))
