@@ -46,7 +46,8 @@ def sweep(
         "--warmup", help="Warm-up requests before each point [default: one batch].")] = None,
     label: Annotated[Optional[list[str]], typer.Option(
         "--label", help="Name in tables, one per --model in order [default: the folder name].")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic prompts.")] = 1234,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic prompts (1234, as the eval runs', so "
+                                                    "committed sweeps keep their prompts).")] = 1234,
     device: Device = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="hf: auto (the checkpoint's), bfloat16, float16, "
                                                        "float32.")] = "auto",

@@ -40,7 +40,8 @@ def run(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Tokenizer for the openai backend.")] = None,
     served_model: Annotated[Optional[str], typer.Option("--served-model", help="Model name on the server.")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 1234,
+    seed: Annotated[int, typer.Option("--seed", help="lm-eval's Python, NumPy, torch and few-shot seeds (1234, "
+                                                    "lm-eval's own default, so a run matches lm-eval's).")] = 1234,
     overwrite: Overwrite = False,
 ):
     """Run a suite on a model and write results, per-sample records and provenance."""
