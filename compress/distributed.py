@@ -29,16 +29,38 @@ def init_distributed(device: str, timeout_hours: float | None = None) -> tuple[i
     return rank, world, torch.device(device)
 
 
-def shard(objective) -> None:
+def load_on_rank0(path: str, dtype: torch.dtype, rank: int, world: int):
+    """The model at `path` on rank 0; on the other ranks of a multi-process run the same architecture on the
+    meta device, which `shard` fills from rank 0. So one process, not every one, holds the full weights in host
+    memory: 8 copies of an fp32 teacher and student would be about 270 GB per node at the paper's scale."""
+    from minitron.core.model_io import load_config, load_model
+
+    if world == 1 or rank == 0:
+        return load_model(path, dtype=dtype)[0]
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(load_config(path), dtype=dtype)
+
+
+def shard(objective, rank: int, device: torch.device) -> None:
     """FSDP2: every decoder layer of both models is its own shard group; the rest (embeddings, norms,
-    lm_heads) is sharded with the objective at the root, gathered for its forward and backward."""
+    lm_heads) is sharded with the objective at the root, gathered for its forward and backward. Rank 0's
+    weights (the others were built on the meta device by `load_on_rank0`) are scattered to every shard, and
+    its buffers (rotary frequencies, which no checkpoint holds) copied to every process."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     from torch.distributed.fsdp import fully_shard
 
+    full = objective.state_dict() if rank == 0 else {}
     for model in (objective.student, objective.teacher):
         if model is not None:
             for layer in model.model.layers:
                 fully_shard(layer)
     fully_shard(objective)
+    objective.to_empty(device=device) if rank != 0 else objective.to(device)
+    set_model_state_dict(objective, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    for buffer in objective.buffers():
+        dist.broadcast(buffer, src=0)
 
 
 def all_mean(values: dict[str, float], world: int) -> dict[str, float]:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from minitron.compress.distributed import all_mean, init_distributed, shard
+from minitron.compress.distributed import all_mean, init_distributed, load_on_rank0, shard
 from minitron.compress.kd_loss import chunked_kd_loss, chunked_lm_loss, lm_head_of
 from minitron.compress.resume import (
     INPUTS,
@@ -141,11 +141,12 @@ def train(objective: Objective, splits, cfg: TrainConfig, out: Path, resume: boo
     rank, world, dev = init_distributed(device)
     cfg.validate(world)
     torch.manual_seed(cfg.seed)
-    objective.to(dev)
     for p in objective.teacher.parameters() if objective.teacher is not None else []:
         p.requires_grad_(cfg.correct_teacher)
     if world > 1:
-        shard(objective)
+        shard(objective, rank, dev)
+    else:
+        objective.to(dev)
     groups = [{"params": [p for p in objective.student.parameters() if p.requires_grad], "lr": cfg.lr}]
     schedules = [lambda s: lr_multiplier(s, cfg.steps, cfg.warmup, cfg.lr, cfg.min_lr)]
     if cfg.correct_teacher:
@@ -276,12 +277,13 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, rank: int) -> bool:
         return True
     if resume:
         log.info("nothing to resume in %s (no %s/); starting from step 0", out, STATE_DIR)
+    if rank != 0:  # rank 0 checks and clears the folder; it may be writing to it already
+        return False
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise OutputExists(f"{out} already exists; pass --resume to continue its run or --overwrite to "
                                   "start over")
-        if rank == 0:
-            shutil.rmtree(out)
+        shutil.rmtree(out)
     return False
 
 
@@ -293,6 +295,8 @@ def export_model(model, tokenizer, folder: Path, rank: int) -> None:
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if rank != 0:
         return
+    if getattr(model.config, "tie_word_embeddings", False):  # sharded, the tie is not seen: one copy, as HF saves it
+        state.pop("lm_head.weight", None)
     tmp = folder.parent / f".{folder.name}.export-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.config.architectures = [type(model).__name__]
@@ -316,7 +320,6 @@ def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_
     """
     from minitron.compress.data import load_blocks
     from minitron.core.gguf import local_model
-    from minitron.core.model_io import load_model
     from minitron.core.records import RECORD_NAME, atomic_write, folder_lock, refuse_overlap, write_record
     from transformers import AutoModelForCausalLM
 
@@ -340,14 +343,15 @@ def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_
         if len(splits.val) == 0:
             raise BadInput(f"{data} gives {len(splits.train)} block(s) of {cfg.seq_len} tokens, too few for a "
                              "validation split; add data or lower --seq-len")
-        student, _ = load_model(student_dir, dtype=torch.float32)
-        if random_init:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        student = load_on_rank0(student_dir, torch.float32, rank, world)
+        if random_init and rank == 0:  # the other ranks' meta copies take rank 0's draw when sharded
             torch.manual_seed(cfg.seed)
             student = AutoModelForCausalLM.from_config(student.config, dtype=torch.float32)
         teacher = None
         if teacher_dir is not None:
             frozen_bf16 = not cfg.correct_teacher and device.startswith("cuda") and cfg.precision != "fp32"
-            teacher, _ = load_model(teacher_dir, dtype=torch.bfloat16 if frozen_bf16 else torch.float32)
+            teacher = load_on_rank0(teacher_dir, torch.bfloat16 if frozen_bf16 else torch.float32, rank, world)
         cache = None
         single = int(os.environ.get("WORLD_SIZE", "1")) == 1
         if teacher_cache and teacher is not None and not cfg.correct_teacher and single:

@@ -209,8 +209,16 @@ def test_bad_input_is_refused_before_training(pair, tmp_path, tokenizer, capsys)
 
 
 @pytest.mark.timeout(300)
-def test_two_gloo_processes_match_one(pair, tmp_path):
-    args = ["distill", "--teacher", pair / "teacher", "--student", pair / "student", "--data", pair / "data.txt",
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_two_gloo_processes_match_one(pair, tmp_path, tokenizer, tied):
+    """Rank 0 alone loads the weights; the other rank builds on the meta device and is filled when sharded. The
+    losses and the exported student must be those of one process (tied embeddings too, as SmolLM2's)."""
+    models = pair
+    if tied:
+        models = tmp_path / "tied"
+        for name, layers, seed in (("teacher", 4, 0), ("student", 2, 1)):
+            save_checkpoint(tiny_model("llama", layers=layers, seed=seed, tie=True), tokenizer, models / name)
+    args = ["distill", "--teacher", models / "teacher", "--student", models / "student", "--data", pair / "data.txt",
             "--steps", 3, "--seq-len", 32, "--global-batch", 4, "--micro-batch", 1, "--lr", 1e-3, "--min-lr", 1e-4,
             "--warmup", 1, "--eval-every", 3, "--eval-batches", 2, "--precision", "fp32"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -225,3 +233,5 @@ def test_two_gloo_processes_match_one(pair, tmp_path):
     two = [r["loss"] for r in logs["two"] if r["split"] == "train"]
     assert len(one) == len(two) == 3
     assert two == pytest.approx(one, rel=1e-4)
+    a, b = (load_file(tmp_path / out / "model.safetensors") for out in ("one", "two"))
+    assert sorted(a) == sorted(b) and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
