@@ -45,26 +45,45 @@ def trained_prefixes(cfg: TrainConfig) -> tuple[str, ...]:
     return ("student.", "teacher.") if cfg.correct_teacher else ("student.",)
 
 
-def save_state(out: Path, objective, optimizer, scheduler, step: int, cfg: TrainConfig, rank: int) -> None:
-    """A resumable checkpoint in out/state, replaced atomically (all ranks take part in the gather)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+SHARDS = "shards"
+"""The state's tensors (trained weights, optimizer moments) in torch.distributed.checkpoint's format: each
+process writes its own shards, so no process gathers the whole model and optimizer (70 GB at the 4B scale)."""
 
-    model_sd, optim_sd = get_state_dict(objective, optimizer,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+def _tensors(objective, optimizer, cfg: TrainConfig) -> dict:
+    """The trained models' and the optimizer's state, as each process holds it (sharded under FSDP2)."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(objective, optimizer)
+    prefixes = trained_prefixes(cfg)
+    return {"model": {k: v for k, v in model_sd.items() if k.startswith(prefixes)}, "optim": optim_sd}
+
+
+def save_state(out: Path, objective, optimizer, scheduler, step: int, cfg: TrainConfig, rank: int) -> None:
+    """A resumable checkpoint in out/state, replaced atomically: every process writes its shards of the
+    tensors, rank 0 the rest (scheduler, step, RNG, settings) and then swaps the folder in."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
+    tmp = out / f"{STATE_DIR}.tmp"
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    if dist.is_initialized():
+        dist.barrier()
+    try:
+        dcp.save(_tensors(objective, optimizer, cfg), checkpoint_id=tmp / SHARDS, no_dist=not dist.is_initialized())
+        if rank == 0:
+            torch.save({"scheduler": scheduler.state_dict(), "step": step, "rng": torch.get_rng_state(),
+                        "config": dataclasses.asdict(cfg)}, tmp / "train_state.pt")
+    except BaseException:  # a full disk or a kill: no half-written state left behind
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dist.is_initialized():
+        dist.barrier()  # every shard is written before the folder is swapped in
     if rank != 0:
         return
-    prefixes = trained_prefixes(cfg)
-    state = {"model": {k: v for k, v in model_sd.items() if k.startswith(prefixes)}, "optim": optim_sd,
-             "scheduler": scheduler.state_dict(), "step": step, "rng": torch.get_rng_state(),
-             "config": dataclasses.asdict(cfg)}
-    tmp = out / f"{STATE_DIR}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        torch.save(state, tmp / "train_state.pt")
-    except BaseException:  # a full disk or a kill: no half-written state left behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     final = out / STATE_DIR
     old = out / f"{STATE_DIR}.old"
     if final.exists():
@@ -110,8 +129,17 @@ def load_state(out: Path, objective, optimizer, scheduler, cfg: TrainConfig) -> 
         raise BadInput("cannot resume: " + "; ".join(f"{name} was {state['config'][name]!r}, now "
                                                      f"{getattr(cfg, name)!r}" for name in changed)
                        + "; use the original settings or start over with --overwrite")
-    set_state_dict(objective, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
-                   options=StateDictOptions(full_state_dict=True, strict=False))
+    if (out / STATE_DIR / SHARDS).is_dir():
+        import torch.distributed as dist
+        import torch.distributed.checkpoint as dcp
+
+        tensors = _tensors(objective, optimizer, cfg)
+        dcp.load(tensors, checkpoint_id=out / STATE_DIR / SHARDS, no_dist=not dist.is_initialized())
+        set_state_dict(objective, optimizer, model_state_dict=tensors["model"], optim_state_dict=tensors["optim"],
+                       options=StateDictOptions(strict=False))
+    else:  # a checkpoint of an earlier version: the whole state in train_state.pt, written by rank 0
+        set_state_dict(objective, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                       options=StateDictOptions(full_state_dict=True, strict=False))
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
     return state["step"]

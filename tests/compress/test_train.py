@@ -181,8 +181,12 @@ def test_nan_or_exploding_loss_stops_and_keeps_the_last_good_checkpoint(pair, tm
     with pytest.raises(TrainingDiverged, match="last good checkpoint"):
         fit(str(pair / "student"), str(pair / "data.txt"), tmp_path / "boom", small(steps=20, save_every=2),
             teacher_dir=str(pair / "teacher"))
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
     state = torch.load(tmp_path / "boom" / "state" / "train_state.pt", weights_only=False)
-    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
+    dcp_to_torch_save(tmp_path / "boom" / "state" / "shards", tmp_path / "tensors.pt")
+    model = torch.load(tmp_path / "tensors.pt", weights_only=False)["model"]
+    assert state["step"] == 4 and model and all(torch.isfinite(v).all() for v in model.values())
     logged = [json.loads(line) for line in (tmp_path / "boom" / "metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in logged) == 5  # step 6 was refused before the optimizer ran
     assert not (tmp_path / "boom" / "minitron.json").exists()
@@ -235,3 +239,25 @@ def test_two_gloo_processes_match_one(pair, tmp_path, tokenizer, tied):
     assert two == pytest.approx(one, rel=1e-4)
     a, b = (load_file(tmp_path / out / "model.safetensors") for out in ("one", "two"))
     assert sorted(a) == sorted(b) and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+@pytest.mark.timeout(300)
+def test_two_processes_resume_from_their_shards_as_if_never_stopped(pair, tmp_path):
+    """Each process writes its own shards of the weights and optimizer (no gather on rank 0); killed after
+    step 3 (its last checkpoint: step 2) and resumed, the run logs and exports what the uninterrupted one does."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "tests" / "compress" / "resume_worker.py"), str(pair / "teacher"), str(pair / "student"),
+           str(pair / "data.txt")]
+    for out, extra in (("full", []), ("cut", ["--stop-after", "3"]), ("cut", ["--resume"])):
+        done = subprocess.run(run + [str(tmp_path / out)] + extra, env=env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=280)
+        assert done.returncode == 0, done.stderr[-3000:]
+        if extra == ["--stop-after", "3"]:
+            assert (tmp_path / "cut" / "state" / "shards").is_dir()  # sharded, not one gathered file
+    logs = {out: [(r["split"], r["step"], r["loss"]) for r in read_jsonl(tmp_path / out / "metrics.jsonl")
+                  if r["split"] == "train"] for out in ("full", "cut")}
+    assert [step for _, step, _ in logs["cut"]] == [1, 2, 3, 4]
+    assert [loss for *_, loss in logs["cut"]] == pytest.approx([loss for *_, loss in logs["full"]], rel=1e-5)
+    a, b = (load_file(tmp_path / out / "model.safetensors") for out in ("full", "cut"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
