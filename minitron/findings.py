@@ -33,7 +33,16 @@ import pandas as pd
 
 from minitron import stage_kinds as kinds
 from minitron.core.stats import direction
-from minitron.findings_runs import HeldOutLosses, curve_table, final_loss, final_losses, plot_arms, val_curve
+from minitron.findings_runs import (
+    HeldOutLosses,
+    curve_table,
+    final_loss,
+    final_losses,
+    paired_task,
+    plot_arms,
+    student_runs,
+    val_curve,
+)
 
 log = logging.getLogger("minitron")
 
@@ -331,25 +340,6 @@ def _in_domain_task(folders: dict[str, Path]) -> str | None:
     return next((task for task in IN_DOMAIN_TASKS if (scored / f"{task}.jsonl").is_file()), None)
 
 
-def _paired(task: str, base: Path, cand: Path, max_drop: float = 0.0):
-    """The gate's paired per-document comparison of two eval runs on `task` (candidate - base)."""
-    from minitron.evals.gate import compare_task, load_run
-
-    base_run, cand_run = load_run(base), load_run(cand)
-    metric = next(t["metric"] for t in base_run["record"]["suite_tasks"] if t["task"] == task)
-    return compare_task(base_run, cand_run, task, metric, max_drop=max_drop, z=2.0)
-
-
-def _student_runs(folders: dict[str, Path]) -> list[tuple[Path, Path]]:
-    """(width, depth) eval runs, one pair per seed: the recipe's own students, then `eval-seeds`' (if any)."""
-    pairs = [(folders[kinds.EVAL.name] / "width", folders[kinds.EVAL.name] / "depth")]
-    if kinds.EVAL_SEEDS.name in folders:
-        retrained = folders[kinds.EVAL_SEEDS.name]
-        seeds = sorted(int(run.name.rsplit("-seed", 1)[1]) for run in retrained.glob("width-seed*"))
-        pairs += [(retrained / f"width-seed{s}", retrained / f"depth-seed{s}") for s in seeds]
-    return pairs
-
-
 def evals(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = None
           ) -> list[Verdict]:
     table_dir = folders[kinds.EVAL.name] / "table"
@@ -360,8 +350,8 @@ def evals(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = 
     task = _in_domain_task(folders)
     if task is None:
         return []
-    runs = _student_runs(folders)
-    per_seed = [_paired(task, depth, width) for width, depth in runs]
+    runs = student_runs(folders)
+    per_seed = [paired_task(task, depth, width) for width, depth in runs]
     outcomes = {direction(c.delta, c.stderr) for c in per_seed}
     first = per_seed[0]
     measured = f"{100 * first.candidate:.1f} vs {100 * first.baseline:.1f} "
@@ -383,8 +373,8 @@ def evals(folders: dict[str, Path], out: Path, held_out: HeldOutLosses | None = 
                         "difference, under every seed (the suite's other tasks are at chance at this scale)",
                         measured, outcomes.pop() if len(outcomes) == 1 else None, seeds=len(per_seed))]
     if (folders[kinds.EVAL.name] / "width-fp8").is_dir():
-        gates = {s: _paired(task, folders[kinds.EVAL.name] / s, folders[kinds.EVAL.name] / f"{s}-fp8", max_drop=0.02)
-                 for s in ("width", "depth")}
+        runs = folders[kinds.EVAL.name]
+        gates = {s: paired_task(task, runs / s, runs / f"{s}-fp8", max_drop=0.02) for s in ("width", "depth")}
         verdicts.append(Verdict(
             "Table 1 / Figure 10", "the students deploy in FP8 (the paper reports FP8 throughput, not its accuracy)",
             f"each FP8 (fake-quantized) student passes `minitron eval gate` against its BF16 self on "

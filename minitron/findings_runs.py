@@ -1,5 +1,5 @@
-"""What the findings read from the runs a recipe made: validation curves, the folders of every seed of a stage,
-final losses, and every final student re-scored on the held-out blocks its training validated on
+"""What the findings read from the runs a recipe made: validation curves, final losses, the eval runs' paired
+per-item comparisons, and every final student re-scored on the held-out blocks its training validated on
 (`HeldOutLosses`), so that two students compare per block, with a standard error."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from minitron import stage_kinds as kinds
 from minitron.compress.curves import plot_curves, read_metrics
 from minitron.core.stats import paired_difference
 
@@ -79,3 +80,22 @@ class HeldOutLosses:
     def advantage(self, better: Path, worse: Path) -> tuple[float, float]:
         """Mean over blocks of loss(worse) - loss(better), and its standard error: positive when `better` is."""
         return paired_difference((self.losses(worse) - self.losses(better)).tolist())
+
+
+def paired_task(task: str, base: Path, cand: Path, max_drop: float = 0.0):
+    """The gate's paired per-document comparison of two eval runs on `task` (candidate - base)."""
+    from minitron.evals.gate import compare_task, load_run
+
+    base_run, cand_run = load_run(base), load_run(cand)
+    metric = next(t["metric"] for t in base_run["record"]["suite_tasks"] if t["task"] == task)
+    return compare_task(base_run, cand_run, task, metric, max_drop=max_drop, z=2.0)
+
+
+def student_runs(folders: dict[str, Path]) -> list[tuple[Path, Path]]:
+    """(width, depth) eval runs, one pair per seed: the recipe's own students, then `eval-seeds`' (if any)."""
+    pairs = [(folders[kinds.EVAL.name] / "width", folders[kinds.EVAL.name] / "depth")]
+    if kinds.EVAL_SEEDS.name in folders:
+        retrained = folders[kinds.EVAL_SEEDS.name]
+        seeds = sorted(int(run.name.rsplit("-seed", 1)[1]) for run in retrained.glob("width-seed*"))
+        pairs += [(retrained / f"width-seed{s}", retrained / f"depth-seed{s}") for s in seeds]
+    return pairs
