@@ -45,14 +45,14 @@ def vllm_lm(model: str, batch_size: int = 8, **engine_args):
 def openai_lm(base_url: str, tokenizer: str | None = None, served_model: str | None = None, concurrency: int = 8):
     """lm-eval's local-completions against `base_url` (e.g. http://localhost:8000/v1). Loglikelihood tasks need
     a server that returns prompt logprobs (`echo`); generation tasks work with any."""
-    missing = [pkg for pkg in ("aiohttp", "tenacity") if importlib.util.find_spec(pkg) is None]
-    if missing:  # lm-eval's API models import them only when a request is sent, deep inside a run
-        raise BackendUnavailable(f"the openai backend needs {' and '.join(missing)} (lm-eval's API extra): "
-                                 "`pip install 'minitron[api]'` or `pip install 'lm-eval[api]'`")
     from lm_eval.models.openai_completions import LocalCompletionsAPI
     from minitron.core.server import api_root, probe  # the same server check as the throughput sweeps
 
     served = [m["id"] for m in probe(base_url)]
+    missing = [pkg for pkg in ("aiohttp", "tenacity") if importlib.util.find_spec(pkg) is None]
+    if missing:  # lm-eval's API models import them only when a request is sent, deep inside a run
+        raise BackendUnavailable(f"the openai backend needs {' and '.join(missing)} (lm-eval's API extra): "
+                                 "`pip install 'minitron[api]'` or `pip install 'lm-eval[api]'`")
     model = served_model or (served[0] if served else None)
     if model is None:
         raise BackendUnavailable(f"{base_url} serves no models; pass --served-model NAME")

@@ -174,8 +174,11 @@ def test_the_openai_backend_names_the_extra_it_needs(monkeypatch):
 
     from minitron.evals import backends
 
+    import minitron.core.server
+
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tenacity" else real(name, *a))
+    monkeypatch.setattr(minitron.core.server, "probe", lambda url: [{"id": "served"}])  # a server that answers
     with pytest.raises(backends.BackendUnavailable, match=r"needs tenacity .*pip install 'minitron\[api\]'"):
         backends.openai_lm("http://127.0.0.1:9/v1")
 
