@@ -10,7 +10,7 @@ import pandas as pd
 
 from minitron import stage_kinds as kinds
 from minitron.compress.curves import plot_curves, read_metrics
-from minitron.core.stats import paired_difference
+from minitron.core.stats import direction, paired_difference
 
 
 def val_curve(folder: Path) -> pd.DataFrame:
@@ -99,3 +99,41 @@ def student_runs(folders: dict[str, Path]) -> list[tuple[Path, Path]]:
         seeds = sorted(int(run.name.rsplit("-seed", 1)[1]) for run in retrained.glob("width-seed*"))
         pairs += [(retrained / f"width-seed{s}", retrained / f"depth-seed{s}") for s in seeds]
     return pairs
+
+
+def lower_loss(held_out: HeldOutLosses | None, better: list[Path], worse: list[Path]) -> tuple[str, bool | None]:
+    """Whether `better` ends with the lower LM loss, seed by seed (the i-th folders of both trained under the same
+    seed, so on the same data order), in words and as a verdict that holds only when every seed agrees. With
+    held-out blocks, each seed is a paired comparison over the blocks with its standard error; without, the
+    logged final validation losses are compared as they are."""
+    if held_out is None:
+        per_seed = [(final_loss(w) - final_loss(b), None) for b, w in zip(better, worse, strict=True)]
+        outcomes = {delta > 0 for delta, _ in per_seed}
+    else:
+        per_seed = [held_out.advantage(b, w) for b, w in zip(better, worse, strict=True)]
+        outcomes = {direction(delta, stderr) for delta, stderr in per_seed}
+    words = [f"{delta:+.4f}" + ("" if stderr is None else f" ± {stderr:.4f}") for delta, stderr in per_seed]
+    where = f"paired over {len(held_out.losses(better[0]))} blocks" if held_out else "final validation losses"
+    if len(per_seed) == 1:
+        text = f"; {where}: {words[0]}" if held_out else ""
+    else:
+        deltas = pd.Series([delta for delta, _ in per_seed])
+        text = (f"; {where}, seed by seed: {', '.join(words)} (over {len(deltas)} seeds: mean {deltas.mean():+.4f}, "
+                f"sd {deltas.std():.4f})")
+    return text, outcomes.pop() if len(outcomes) == 1 else None
+
+
+def on_par(held_out: HeldOutLosses | None, parallel: list[Path], corrected: list[Path], margin: float
+            ) -> tuple[str, bool | None]:
+    """Whether `parallel` ends on par with `corrected` or better, seed by seed (a non-inferiority test): its final
+    LM loss exceeds `corrected`'s by less than `margin` even at two standard errors of the paired difference;
+    by more than `margin` at two standard errors, it is not; in between, inconclusive. Not finding a difference
+    is not evidence of parity. Without held-out blocks, the logged losses are compared with the margin."""
+    if held_out is None:
+        deltas = [final_loss(p) - final_loss(c) for p, c in zip(parallel, corrected, strict=True)]
+        return "", all(d < margin for d in deltas)
+    per_seed = [held_out.advantage(c, p) for p, c in zip(parallel, corrected, strict=True)]  # loss(p) - loss(c)
+    outcomes = {True if d + 2 * se < margin else False if d - 2 * se > margin else None for d, se in per_seed}
+    words = ", ".join(f"{d:+.4f} ± {se:.4f}" for d, se in per_seed)
+    return f"; against the teacher corrected first: {words} (margin {margin:.4f})", (
+        outcomes.pop() if len(outcomes) == 1 else None)

@@ -172,11 +172,11 @@ def test_paired_losses_decide_with_their_standard_error(tmp_path, tokenizer):
     save_checkpoint(model, tokenizer, tmp_path / "damaged")
     (tmp_path / "data.txt").write_text("\n\n".join(stdlib_texts(6)))
     held_out = findings_runs.HeldOutLosses(str(tmp_path / "data.txt"), 32, 0, micro_batch=4, eval_batches=4)
-    assert findings._lower_loss(held_out, [tmp_path / "a"], [tmp_path / "b"])[1] is None
-    text, held = findings._lower_loss(held_out, [tmp_path / "a"], [tmp_path / "damaged"])
+    assert findings_runs.lower_loss(held_out, [tmp_path / "a"], [tmp_path / "b"])[1] is None
+    text, held = findings_runs.lower_loss(held_out, [tmp_path / "a"], [tmp_path / "damaged"])
     assert held is True and "paired over 16 blocks" in text
     # under two seeds, one tie and one clear win is not a verdict: it shows both seeds' figures
-    text, held = findings._lower_loss(held_out, [tmp_path / "a"] * 2, [tmp_path / "b", tmp_path / "damaged"])
+    text, held = findings_runs.lower_loss(held_out, [tmp_path / "a"] * 2, [tmp_path / "b", tmp_path / "damaged"])
     assert held is None and "seed by seed: +0.0000 ± 0.0000, +" in text and "over 2 seeds" in text
     one_shot = findings.pruning_one_shot({"prune": tmp_path / "a", "prune-random": tmp_path / "damaged",
                                           "prune-magnitude": tmp_path / "b"}, tmp_path, held_out)
@@ -224,3 +224,17 @@ def test_throughput_holds_only_beyond_the_repeats_range(folders, tmp_path):
     write_points(folders["bench"], {"teacher": (1.0, 1.1), "width": (1.05, 1.4), "depth": (1.8, 2.0)})
     (verdict,) = findings.throughput(folders, tmp_path)
     assert verdict.held is None and "at 0 of 2 points" in verdict.measured
+
+
+def test_on_par_is_an_equivalence_test_not_a_failure_to_find_a_difference():
+    """Figure 5's 'on par': the loss above the teacher-corrected-first arm, even at two standard errors, must stay
+    under the margin (better is on par too); a difference that could be large is inconclusive, one clearly past
+    it fails."""
+    from types import SimpleNamespace
+
+    def held_out(difference, stderr):
+        return SimpleNamespace(advantage=lambda better, worse: (difference, stderr))
+
+    cases = {(0.01, 0.01): True, (-0.2, 0.01): True, (0.01, 0.05): None, (0.2, 0.01): False}  # loss above, its SE
+    for (difference, stderr), expected in cases.items():
+        assert findings_runs.on_par(held_out(difference, stderr), ["p"], ["c"], margin=0.05)[1] is expected
