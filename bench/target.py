@@ -17,8 +17,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from minitron.core.arch import Dims, check_supported, count_params, normalize_dtype
+from minitron.core.arch import Dims, count_params, normalize_dtype
 from minitron.core.errors import BadInput, MissingInput
+from minitron.core.families import check_supported
 
 BACKENDS = ("hf", "vllm", "trtllm", "openai")
 QUANTIZED = ("fp8", "int8", "nvfp4")

@@ -18,8 +18,9 @@ from collections.abc import Iterable
 
 import pandas as pd
 import torch
-from minitron.core.arch import check_supported, derive_config
+from minitron.core.arch import derive_config
 from minitron.core.errors import BadInput
+from minitron.core.families import check_supported
 from minitron.core.measure import Scorer
 from minitron.core.model_io import build_model
 from tqdm.auto import tqdm

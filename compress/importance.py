@@ -4,10 +4,11 @@
     scores.save("importance.safetensors")          # one estimation serves several width targets
 
 What is scored (the Minitron recipe, as ModelOpt implements it for Megatron):
-- MLP neurons: the activation entering `down_proj` (after the gate), per neuron.
+- MLP neurons: the activation entering `down_proj` (after the gate, if any), per neuron.
 - attention heads: the per-head output entering `o_proj`, an L2 norm over head_dim of the per-channel
   scores; the pruner ranks heads within their KV group so grouped-query attention stays valid.
-- embedding channels: the outputs of every RMSNorm (both per layer and the final one), summed.
+- embedding channels: the outputs of every norm over the residual channels (each layer's, as
+  `core.families` lists them, and the final one), summed.
 - layers: Block Influence, the mean over tokens of 1 - cos(layer input, layer output).
 
 Aggregation: per sample over the sequence (`seq_agg`: mean of |x| (default), l2, max), then over samples
@@ -26,8 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
-from minitron.core.arch import Dims, check_supported
+from minitron.core.arch import Dims
 from minitron.core.errors import BadInput
+from minitron.core.families import check_supported
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -58,24 +60,25 @@ class Importance:
     @torch.no_grad()
     def magnitude(cls, model) -> "Importance":
         """Scores from the weights alone, no data: each unit's L2 norm over every weight it owns (a neuron's gate
-        and up rows and down column; a head's q rows and o columns; a hidden channel's column or row in every
+        and up rows and down column; a head's query rows and o columns; a hidden channel's column or row in every
         matrix that reads or writes the residual stream, embeddings included). The classic magnitude-pruning
         baseline that activation importance is measured against."""
-        check_supported(model.config)
+        family = check_supported(model.config)
         dims = Dims.of(model.config)
+        sizes = {"hidden": dims.hidden, "ffn": dims.ffn, "q": dims.heads * dims.head_dim,
+                 "kv": dims.kv_heads * dims.head_dim}
         hidden = model.get_input_embeddings().weight.float().pow(2).sum(0)
         ffn, heads, layers = [], [], []
         for layer in model.model.layers:
-            attn, mlp = layer.self_attn, layer.mlp
-            neuron = (mlp.gate_proj.weight.float().pow(2).sum(1) + mlp.up_proj.weight.float().pow(2).sum(1)
-                      + mlp.down_proj.weight.float().pow(2).sum(0))
-            q = attn.q_proj.weight.float().pow(2).sum(1).view(dims.heads, dims.head_dim).sum(1)
-            o = attn.o_proj.weight.float().pow(2).sum(0).view(dims.heads, dims.head_dim).sum(1)
-            hidden += sum(m.weight.float().pow(2).sum(0) for m in (attn.q_proj, attn.k_proj, attn.v_proj,
-                                                                   mlp.gate_proj, mlp.up_proj))
-            hidden += attn.o_proj.weight.float().pow(2).sum(1) + mlp.down_proj.weight.float().pow(2).sum(1)
-            ffn.append(neuron.sqrt())
-            heads.append((q + o).sqrt())
+            owned = {axis: torch.zeros(size) for axis, size in sizes.items()}
+            for path, (rows, cols) in family.projections.items():
+                squares = layer.get_submodule(path).weight.float().pow(2)
+                owned[cols] += squares.sum(0)
+                for axis, part in zip(rows, squares.sum(1).split([sizes[a] for a in rows])):
+                    owned[axis] += part
+            hidden += owned["hidden"]
+            ffn.append(owned["ffn"].sqrt())
+            heads.append(owned["q"].view(dims.heads, dims.head_dim).sum(1).sqrt())
             layers.append(sum(p.float().pow(2).sum() for p in layer.parameters()).sqrt())
         if not dims.tied:
             hidden += model.get_output_embeddings().weight.float().pow(2).sum(0)
@@ -154,7 +157,7 @@ def estimate_importance(model, batches: Iterable[torch.Tensor], seq_agg: str = "
         raise BadInput(f"seq_agg must be one of {', '.join(SEQ_AGGREGATIONS)}, not {seq_agg!r}")
     if batch_agg not in BATCH_AGGREGATIONS:
         raise BadInput(f"batch_agg must be one of {', '.join(BATCH_AGGREGATIONS)}, not {batch_agg!r}")
-    check_supported(model.config)
+    family = check_supported(model.config)
     dims = Dims.of(model.config)
     order = SEQ_AGGREGATIONS[seq_agg]
 
@@ -189,10 +192,9 @@ def estimate_importance(model, batches: Iterable[torch.Tensor], seq_agg: str = "
         return hook
 
     for i, layer in enumerate(decoder.layers):
-        hooks += [layer.input_layernorm.register_forward_hook(on_norm),
-                  layer.post_attention_layernorm.register_forward_hook(on_norm),
-                  layer.mlp.down_proj.register_forward_pre_hook(input_hook(ffn[i])),
-                  layer.self_attn.o_proj.register_forward_pre_hook(input_hook(attn[i])),
+        hooks += [layer.get_submodule(norm).register_forward_hook(on_norm) for norm in family.hidden_norms]
+        hooks += [layer.get_submodule(family.neuron_input).register_forward_pre_hook(input_hook(ffn[i])),
+                  layer.get_submodule(family.head_input).register_forward_pre_hook(input_hook(attn[i])),
                   layer.register_forward_pre_hook(layer_in(i), with_kwargs=True),
                   layer.register_forward_hook(layer_out(i), with_kwargs=True)]
     hooks.append(decoder.norm.register_forward_hook(on_norm))

@@ -5,10 +5,11 @@
     with torch.no_grad():
         t_hidden = hidden_states(teacher, input_ids)
     s_hidden = hidden_states(student, input_ids)
-    (s_w, s_b), (t_w, t_b) = lm_head_of(student), lm_head_of(teacher)
+    s_head, t_head = lm_head_of(student), lm_head_of(teacher)
     labels = F.pad(input_ids[:, 1:], (0, 1), value=-100)  # next token; the last position has none
-    out = chunked_kd_loss(s_hidden, s_w, t_hidden, t_w, labels=labels,
-                          student_lm_head_bias=s_b, teacher_lm_head_bias=t_b)
+    out = chunked_kd_loss(s_hidden, s_head.weight, t_hidden, t_head.weight, labels=labels,
+                          student_lm_head_bias=s_head.bias, teacher_lm_head_bias=t_head.bias,
+                          student_softcap=s_head.softcap, teacher_softcap=t_head.softcap)
     out.loss.backward()                             # KD only: lm_weight defaults to 0, as in the paper
     print(out.kd.item(), out.lm.item(), out.tokens)  # the LM loss is still reported when labels are given
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import repeat
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -46,18 +48,28 @@ class KDLoss:
     tokens: int
 
 
-def _chunk(h, s_w, s_b, th, t_w, t_b, tgt, temperature, lm_scale, kd_scale, grads, rows):
+def _chunk(h, s_w, s_b, th, t_w, t_b, tgt, temperature, lm_scale, kd_scale, grads, rows, softcaps):
     """One chunk: returns its sums of KL and of cross-entropy, and adds its gradients into `grads`.
 
     The matmuls make the chunk's student and (unless th is None: LM loss only) teacher logits, the only
     [chunk, V] fp32 buffers; all the softmax arithmetic then runs in place over them, row block by row block,
     because even one full-size temporary (logsumexp's, or exp(log p_t)) would raise the chunk's peak by half.
     A function of its own so the buffers are freed on return, before the next chunk allocates its own.
+    A soft-capped student (Gemma 2: cap * tanh(z / cap)) needs one more such buffer, the cap's derivative.
     """
     grad_h, grad_w, grad_b = grads
     need_grad = any(g is not None for g in grads)
+    s_cap, t_cap = softcaps
     z_s = F.linear(h, s_w, s_b).float()
+    cap_slope = None
+    if s_cap:
+        z_s.div_(s_cap).tanh_()
+        if need_grad:
+            cap_slope = z_s.square().neg_().add_(1.0)  # d(cap * tanh(z / cap))/dz = 1 - tanh^2
+        z_s.mul_(s_cap)
     z_t = None if th is None else F.linear(th, t_w, t_b).float()
+    if z_t is not None and t_cap:
+        z_t.div_(t_cap).tanh_().mul_(t_cap)
     kd_sum = torch.zeros((), dtype=torch.float32, device=z_s.device)
     ce_sum = None if tgt is None else torch.zeros_like(kd_sum)
     block = max(1, len(h) // 8)
@@ -89,6 +101,8 @@ def _chunk(h, s_w, s_b, th, t_w, t_b, tgt, temperature, lm_scale, kd_scale, grad
                 a += grad_ce
     if need_grad:
         del z_t
+        if cap_slope is not None:
+            z_s.mul_(cap_slope)  # through the cap, back to the uncapped logits
         g = z_s.to(h.dtype)  # the gradient wrt the chunk's student logits
         if grad_h is not None:
             grad_h[rows] = g @ s_w
@@ -120,7 +134,7 @@ class _ChunkedKD(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s_hidden, s_weight, s_bias, t_hidden, t_weight, t_bias, targets, temperature: float,
-                chunk_size: int, lm_weight: float, need: tuple[bool, bool, bool], autocast_dtype):
+                chunk_size: int, lm_weight: float, need: tuple[bool, bool, bool], autocast_dtype, softcaps):
         n, device = s_hidden.shape[0], s_hidden.device
         denom = max(n, 1)  # no counted token: a zero loss with zero gradients rather than 0/0
         # Each side's matmuls run in its lm_head's dtype (casting a hidden chunk is cheap, a [V, H] weight is
@@ -145,7 +159,7 @@ class _ChunkedKD(torch.autograd.Function):
                 th = None if t_hidden is None else t_hidden[rows].to(t_dtype)
                 kd_part, ce_part = _chunk(s_hidden[rows].to(s_dtype), s_w, s_b, th, t_w, t_b,
                                           None if targets is None else targets[rows], temperature,
-                                          lm_weight / denom, temperature / denom, grads, rows)
+                                          lm_weight / denom, temperature / denom, grads, rows, softcaps)
                 kd_sum += kd_part
                 if ce_sum is not None:
                     ce_sum += ce_part
@@ -169,7 +183,7 @@ class _ChunkedKD(torch.autograd.Function):
                                "the forward and consumed by the backward")
         grad_h, grad_w, grad_b = (None if g is None else g.mul_(grad_loss.to(g.dtype)) for g in ctx.grads)
         ctx.grads = None
-        return grad_h, grad_w, grad_b, *([None] * 9)
+        return grad_h, grad_w, grad_b, *([None] * 10)
 
 
 def chunked_kd_loss(
@@ -183,6 +197,8 @@ def chunked_kd_loss(
     lm_weight: float = 0.0,
     student_lm_head_bias: torch.Tensor | None = None,
     teacher_lm_head_bias: torch.Tensor | None = None,
+    student_softcap: float | None = None,
+    teacher_softcap: float | None = None,
 ) -> KDLoss:
     """Forward KL from the teacher's to the student's next-token distribution, `chunk_size` tokens at a time.
 
@@ -196,6 +212,7 @@ def chunked_kd_loss(
     boundaries) are left out of both averages, and the student's cross-entropy on them is reported as `lm`.
     With lm_weight > 0 it is also trained on: loss = kd + lm_weight * lm. The paper distills with KD alone,
     so the weight is 0 by default.
+    A model that soft-caps its logits (Gemma 2's final_logit_softcapping: cap * tanh(z / cap)) passes its cap.
     The value equals `forward_kl` on the full logits (and, with labels, kd + lm_weight * F.cross_entropy).
     The teacher gets no gradient.
     """
@@ -219,12 +236,13 @@ def chunked_kd_loss(
 
     loss, kd, lm, tokens = _apply(student_hidden, student_lm_head_weight, student_lm_head_bias, teacher_hidden,
                                   teacher_lm_head_weight, teacher_lm_head_bias, labels, temperature, chunk_size,
-                                  lm_weight)
+                                  lm_weight, (student_softcap, teacher_softcap))
     return KDLoss(loss=loss, kd=kd.detach(), lm=None if lm is None else lm.detach(), tokens=tokens)
 
 
 def chunked_lm_loss(hidden: torch.Tensor, lm_head_weight: torch.Tensor, labels: torch.Tensor,
-                    chunk_size: int = 1024, bias: torch.Tensor | None = None) -> torch.Tensor:
+                    chunk_size: int = 1024, bias: torch.Tensor | None = None, softcap: float | None = None
+                    ) -> torch.Tensor:
     """The LM cross-entropy of one model from its hidden states [B, S, H], `chunk_size` tokens at a time.
 
     Equal to F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100), without the full
@@ -236,11 +254,13 @@ def chunked_lm_loss(hidden: torch.Tensor, lm_head_weight: torch.Tensor, labels: 
                          f"{tuple(lm_head_weight.shape)}")
     if chunk_size < 1:
         raise BadInput(f"chunk_size must be positive, got {chunk_size}")
-    loss, _, _, _ = _apply(hidden, lm_head_weight, bias, None, None, None, labels, 1.0, chunk_size, 1.0)
+    loss, _, _, _ = _apply(hidden, lm_head_weight, bias, None, None, None, labels, 1.0, chunk_size, 1.0,
+                           (softcap, None))
     return loss
 
 
-def _apply(s_hidden, s_weight, s_bias, t_hidden, t_weight, t_bias, labels, temperature, chunk_size, lm_weight):
+def _apply(s_hidden, s_weight, s_bias, t_hidden, t_weight, t_bias, labels, temperature, chunk_size, lm_weight,
+           softcaps):
     """Flatten the tokens, drop the ignored ones, and run `_ChunkedKD`; returns (loss, kd, lm, tokens)."""
     token_shape = s_hidden.shape[:-1]
     s_hidden = s_hidden.reshape(-1, s_hidden.shape[-1])
@@ -273,24 +293,30 @@ def _apply(s_hidden, s_weight, s_bias, t_hidden, t_weight, t_bias, labels, tempe
     device_type = s_hidden.device.type
     autocast_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
     loss, kd, lm = _ChunkedKD.apply(s_hidden, s_weight, s_bias, t_hidden, t_weight, t_bias, targets,
-                                    float(temperature), int(chunk_size), float(lm_weight), need, autocast_dtype)
+                                    float(temperature), int(chunk_size), float(lm_weight), need, autocast_dtype,
+                                    softcaps)
     return loss, kd, lm, s_hidden.shape[0]
 
 
-def lm_head_of(model) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The output embedding (weight [V, H], bias or None) of a Hugging Face causal LM. Tied embeddings are
-    the same Parameter as the input embedding, so gradients reach it through both uses."""
+class LMHead(NamedTuple):
+    """What turns a model's last hidden states into its logits: cap * tanh((h @ weight.T + bias) / cap)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    softcap: float | None
+
+
+def lm_head_of(model) -> LMHead:
     config = getattr(model, "config", None)
-    # The chunked loss computes logits as hidden @ W.T + b; models that rescale or soft-cap them would be
-    # distilled against the wrong distribution.
-    for attr in ("final_logit_softcapping", "logit_scale"):
-        if getattr(config, attr, None) not in (None, 1.0):
-            raise BadInput(f"{type(model).__name__} applies {attr}={getattr(config, attr)} to its logits, "
-                             f"which chunked_kd_loss does not reproduce")
+    # The chunked loss computes logits as hidden @ W.T + b, soft-capped where the model caps them; a model that
+    # rescales them otherwise would be distilled against the wrong distribution.
+    if getattr(config, "logit_scale", None) not in (None, 1.0):
+        raise BadInput(f"{type(model).__name__} applies logit_scale={config.logit_scale} to its logits, "
+                       "which chunked_kd_loss does not reproduce")
     head = model.get_output_embeddings()
     if head is None:
         raise BadInput(f"{type(model).__name__} has no output embedding (lm_head)")
-    return head.weight, getattr(head, "bias", None)
+    return LMHead(head.weight, getattr(head, "bias", None), getattr(config, "final_logit_softcapping", None))
 
 
 def hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -84,24 +84,28 @@ class Objective(torch.nn.Module):
         labels = torch.full_like(ids, -100)
         labels[:, :-1] = ids[:, 1:]  # position t predicts token t+1; the last position has no target
         s_hidden = self.student.model(input_ids=ids, use_cache=False).last_hidden_state
-        s_weight, s_bias = lm_head_of(self.student)
+        s_head = lm_head_of(self.student)
         out: dict[str, torch.Tensor] = {}
         if self.teacher is None or not (cfg.kd or evaluate):  # LM loss only: the teacher is not needed
-            out["lm"] = out["loss"] = chunked_lm_loss(s_hidden, s_weight, labels, cfg.chunk_size, bias=s_bias)
+            out["lm"] = out["loss"] = chunked_lm_loss(s_hidden, s_head.weight, labels, cfg.chunk_size,
+                                                      bias=s_head.bias, softcap=s_head.softcap)
             return out
         train_teacher = cfg.correct_teacher and not evaluate
-        t_weight, t_bias = lm_head_of(self.teacher)
+        t_head = lm_head_of(self.teacher)
         if self.teacher_cache is not None:  # fit() gives one only to a frozen teacher in one process
             t_hidden = self.teacher_cache.hidden(self.teacher, ids)
         else:
             with torch.set_grad_enabled(train_teacher and torch.is_grad_enabled()):
                 t_hidden = self.teacher.model(input_ids=ids, use_cache=False).last_hidden_state
                 if train_teacher:  # the same forward pass updates the teacher and teaches the student
-                    out["teacher_lm"] = chunked_lm_loss(t_hidden, t_weight, labels, cfg.chunk_size, bias=t_bias)
-        kd = chunked_kd_loss(s_hidden, s_weight, t_hidden.detach(), t_weight.detach(),
+                    out["teacher_lm"] = chunked_lm_loss(t_hidden, t_head.weight, labels, cfg.chunk_size,
+                                                        bias=t_head.bias, softcap=t_head.softcap)
+        kd = chunked_kd_loss(s_hidden, s_head.weight, t_hidden.detach(), t_head.weight.detach(),
                              temperature=1.0 if evaluate else cfg.temperature, chunk_size=cfg.chunk_size,
                              labels=labels, lm_weight=0.0 if evaluate else cfg.lm_weight,
-                             student_lm_head_bias=s_bias, teacher_lm_head_bias=None if t_bias is None else t_bias.detach())
+                             student_lm_head_bias=s_head.bias,
+                             teacher_lm_head_bias=None if t_head.bias is None else t_head.bias.detach(),
+                             student_softcap=s_head.softcap, teacher_softcap=t_head.softcap)
         out["kd"], out["lm"] = kd.kd, kd.lm  # the student's LM loss comes from the same chunked pass
         if not evaluate:
             out["loss"] = kd.loss + out["teacher_lm"] if train_teacher else kd.loss

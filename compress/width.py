@@ -6,10 +6,18 @@ Every axis given a target is ranked by its importance and its weight matrices ar
 embedding and lm_head columns, every projection's rows or columns (and biases), the norms. Kept units
 are placed in importance order, as Minitron does; an axis without a target keeps its original order.
 
-Hidden channels and RMSNorm: the RMS over h kept channels is sqrt(H/h) times the RMS over all H channels
-of the masked model (where the removed channels are zero). Folding that factor into the norm weights
-(`rescale_norms`, default on) makes the pruned model compute exactly what the teacher computes with those
-channels masked, which is the starting point the importance ranking assumed.
+Which rows and columns belong to which axis comes from the family's entry in `core.families` (fused
+projections included), so every supported family goes through the same code.
+
+Hidden channels and norms: the RMS over h kept channels is sqrt(H/h) times the RMS over all H channels
+of the masked model (where the removed channels are zero). Folding that factor into what the norms multiply
+by (`rescale_norms`, default on; w for Llama, 1 + w for Gemma) makes the pruned model compute exactly what the
+teacher computes with those channels masked, which is the starting point the importance ranking assumed.
+Gemma also multiplies its embeddings by sqrt(hidden_size); the embeddings take sqrt(H/h) so the residual
+stream is unchanged, and with tied embeddings the final norm gives it back. A LayerNorm (Nemotron) also
+subtracts the mean over the channels it sees, which differs between h and H channels whenever the mean is
+not zero: there hidden-channel pruning is close to masking, not equal (7% of the logits' norm on a random
+tiny model, tests/compress/test_width.py); heads and neurons stay exact.
 """
 
 from __future__ import annotations
@@ -19,22 +27,17 @@ from dataclasses import dataclass
 
 import torch
 from minitron.compress.importance import Importance
-from minitron.core.arch import Dims, WidthTarget, check_supported, derive_config
+from minitron.core.arch import Dims, WidthTarget, derive_config
 from minitron.core.errors import BadInput
+from minitron.core.families import Family, check_supported
 from minitron.core.model_io import build_model
-
-# For each projection: which axis its rows (output) and columns (input) index.
-PROJECTION_AXES = {
-    "q_proj": ("q", "hidden"), "k_proj": ("kv", "hidden"), "v_proj": ("kv", "hidden"), "o_proj": ("hidden", "q"),
-    "gate_proj": ("ffn", "hidden"), "up_proj": ("ffn", "hidden"), "down_proj": ("hidden", "ffn"),
-}
-NORMS = ("input_layernorm", "post_attention_layernorm")
 
 
 @dataclass
 class WidthPlan:
     """Indices to keep, in their new order: hidden [h]; per layer ffn [f], query heads [n'], KV heads [kv']."""
 
+    source: Dims
     dims: Dims
     hidden: torch.Tensor
     ffn: list[torch.Tensor]
@@ -68,7 +71,8 @@ def plan_width(importance: Importance, src: Dims, target: WidthTarget, rescale_n
         q_heads.append(torch.cat([g * src.group_size + _top(by_group[g], per_group) for g in groups]))
         kv_heads.append(groups)
     scale = math.sqrt(src.hidden / dst.hidden) if rescale_norms else 1.0
-    return WidthPlan(dims=dst, hidden=hidden, ffn=ffn, q_heads=q_heads, kv_heads=kv_heads, norm_scale=scale)
+    return WidthPlan(source=src, dims=dst, hidden=hidden, ffn=ffn, q_heads=q_heads, kv_heads=kv_heads,
+                     norm_scale=scale)
 
 
 def _channels(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
@@ -76,36 +80,73 @@ def _channels(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
     return (heads[:, None] * head_dim + torch.arange(head_dim)).flatten()
 
 
-def _trim(name: str, tensor: torch.Tensor, plan: WidthPlan) -> torch.Tensor:
+def _stacked(axes: tuple[str, ...], keep: dict[str, torch.Tensor], sizes: dict[str, int]) -> torch.Tensor:
+    """Rows to keep of a projection that stacks `axes` (a fused qkv_proj stacks q, kv, kv): each axis's kept
+    indices, offset by the source sizes of the axes stacked before it."""
+    offsets = torch.tensor([0] + [sizes[a] for a in axes[:-1]]).cumsum(0)
+    return torch.cat([keep[a] + int(offset) for a, offset in zip(axes, offsets)])
+
+
+def _norm(weight: torch.Tensor, plan: WidthPlan, family: Family, scale: float) -> torch.Tensor:
+    """A norm's kept weights with `scale` folded into what it multiplies by: (offset + w) * scale - offset."""
+    kept = weight.index_select(0, plan.hidden)
+    return (family.norm_offset + kept) * scale - family.norm_offset
+
+
+def _trim(name: str, tensor: torch.Tensor, plan: WidthPlan, family: Family) -> torch.Tensor:
     """The trimmed copy of one named parameter."""
-    parts = name.split(".")
-    if name in ("model.embed_tokens.weight", "lm_head.weight"):
+    src, dst = plan.source, plan.dims
+    # Gemma multiplies embeddings by sqrt(hidden_size): folding sqrt(H/h) into them keeps the residual stream
+    # the masked teacher's. A tied lm_head then reads logits that much larger; the final norm takes it back.
+    embedding_factor = math.sqrt(src.hidden / dst.hidden) if family.embedding_scaled else 1.0
+    module, _, kind = name.rpartition(".")
+    parts = module.split(".")
+    if name == "model.embed_tokens.weight":
+        return tensor.index_select(1, plan.hidden) * embedding_factor
+    if name == "lm_head.weight":
         return tensor.index_select(1, plan.hidden)
-    if name == "model.norm.weight" or (len(parts) > 3 and parts[3] in NORMS):
-        return tensor.index_select(0, plan.hidden) * plan.norm_scale
-    if parts[:2] == ["model", "layers"] and parts[4] in PROJECTION_AXES:
-        layer = int(parts[2])
-        axes = {"hidden": plan.hidden, "ffn": plan.ffn[layer],
-                "q": _channels(plan.q_heads[layer], plan.dims.head_dim),
-                "kv": _channels(plan.kv_heads[layer], plan.dims.head_dim)}
-        rows, cols = PROJECTION_AXES[parts[4]]
-        out = tensor.index_select(0, axes[rows])
-        return out.index_select(1, axes[cols]) if parts[-1] == "weight" else out
-    raise BadInput(f"cannot width-prune parameter {name!r}: it is not part of a supported decoder layout")
+    if module == "model.norm":
+        head_factor = embedding_factor if dst.tied else 1.0
+        return _norm(tensor, plan, family, plan.norm_scale / head_factor) if kind == "weight" else \
+            tensor.index_select(0, plan.hidden)
+    if parts[:2] != ["model", "layers"] or len(parts) < 4:
+        raise BadInput(f"cannot width-prune parameter {name!r}: it is not part of a {family.architecture} layout")
+    inner, layer = ".".join(parts[3:]), int(parts[2])
+    if inner in family.kept:
+        return tensor.detach()  # a new handle on the same storage, which outlives the parameter's release
+    if inner in family.hidden_norms:
+        return _norm(tensor, plan, family, plan.norm_scale) if kind == "weight" else tensor.index_select(0, plan.hidden)
+    if inner not in family.projections:
+        raise BadInput(f"cannot width-prune parameter {name!r}: it is not part of a {family.architecture} layout")
+    keep = {"hidden": plan.hidden, "ffn": plan.ffn[layer], "q": _channels(plan.q_heads[layer], src.head_dim),
+            "kv": _channels(plan.kv_heads[layer], src.head_dim)}
+    sizes = {"hidden": src.hidden, "ffn": src.ffn, "q": src.heads * src.head_dim, "kv": src.kv_heads * src.head_dim}
+    rows, cols = family.projections[inner]
+    out = tensor.index_select(0, _stacked(rows, keep, sizes))
+    return out.index_select(1, keep[cols]) if kind == "weight" else out
+
+
+def _set_embedding_scale(model, family: Family) -> None:
+    """transformers 5 keeps Gemma's sqrt(hidden_size) in a buffer; `build_model` copied the teacher's."""
+    embedding = model.get_input_embeddings()
+    if family.embedding_scaled and isinstance(getattr(embedding, "embed_scale", None), torch.Tensor):
+        embedding.embed_scale = torch.tensor(model.config.hidden_size ** 0.5, dtype=embedding.embed_scale.dtype)
 
 
 @torch.no_grad()
 def apply_width(model, plan: WidthPlan):
     """Return the pruned model. `model` is consumed: each weight is released once trimmed, so the peak
     memory stays near one copy of the teacher instead of teacher plus student."""
-    check_supported(model.config)
+    family = check_supported(model.config)
     tensors = {}
     for name, param in list(model.named_parameters()):
-        tensors[name] = _trim(name, param, plan).contiguous()
+        tensors[name] = _trim(name, param, plan, family).contiguous()
         param.data = torch.empty(0, dtype=param.dtype)  # drop the teacher's copy now
     if plan.dims.tied:
         tensors.pop("lm_head.weight", None)
-    return build_model(derive_config(model.config, dims=plan.dims), tensors, like=model)
+    pruned = build_model(derive_config(model.config, dims=plan.dims), tensors, like=model)
+    _set_embedding_scale(pruned, family)
+    return pruned
 
 
 def prune_width(model, importance: Importance, target: WidthTarget, rescale_norms: bool = True):

@@ -1,4 +1,4 @@
-"""What a model is, from its config alone: supported families, dimensions, pruning targets, parameter counts.
+"""What a model is, from its config alone: dimensions, pruning targets, parameter counts (families: core.families).
 
     minitron arch --config recipes/configs/llama-3.1-8b.json --hidden-size 3072 --ffn-hidden-size 9216 --json
 
@@ -13,12 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from minitron.core.errors import BadInput
-
-SUPPORTED_ARCHITECTURES = {
-    "LlamaForCausalLM": "llama",
-    "MistralForCausalLM": "mistral",
-    "Qwen2ForCausalLM": "qwen2",  # q/k/v carry biases; handled by the same trimming rules
-}
+from minitron.core.families import check_supported
 
 BYTES = {"fp8": 1.0, "int8": 1.0, "nvfp4": 0.5, "bfloat16": 2.0, "float16": 2.0, "float32": 4.0}
 """Bytes per stored value of each dtype, by its canonical name (`normalize_dtype`)."""
@@ -50,24 +45,6 @@ def dtype_bytes(dtype: str | None, what: str = "value") -> float:
 def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, value_bytes: float) -> float:
     """KV cache per token of context: a key and a value of `head_dim` for every KV head of every layer."""
     return 2 * layers * kv_heads * head_dim * value_bytes
-
-
-class UnsupportedModelError(BadInput):
-    """A model family or layout the pruners do not cover; the message lists the supported ones."""
-
-
-def check_supported(config) -> str:
-    """Return the model type, or raise naming what is supported."""
-    archs = list(getattr(config, "architectures", None) or [])
-    arch = next((a for a in archs if a in SUPPORTED_ARCHITECTURES), None)
-    if arch is None and getattr(config, "model_type", None) in SUPPORTED_ARCHITECTURES.values() and not archs:
-        return config.model_type  # a config built in code, with no architectures field
-    if arch is None:
-        found = ", ".join(archs) or f"model_type={getattr(config, 'model_type', None)!r}"
-        raise UnsupportedModelError(
-            f"unsupported architecture {found}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
-        )
-    return SUPPORTED_ARCHITECTURES[arch]
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 
 import torch
-from minitron.core.arch import check_supported
 from minitron.core.errors import BadInput, MissingInput
+from minitron.core.families import check_supported
 
 log = logging.getLogger(__name__)
 

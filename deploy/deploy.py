@@ -56,14 +56,15 @@ class Sizing:
 
 def checkpoint_facts(folder: Path) -> dict:
     """What the checkpoint is: architecture, parameter counts, quantization, KV dtype, and its record."""
-    from minitron.core.arch import Dims, check_supported, count_params
+    from minitron.core.arch import Dims, count_params
+    from minitron.core.families import check_supported
     from transformers import AutoConfig
 
     if not (folder / "config.json").is_file():
         raise MissingInput(f"{folder} is not a checkpoint folder (no config.json); pass the output of "
                                 "`minitron quantize` or a pruned/distilled model folder")
     config = AutoConfig.from_pretrained(folder)
-    check_supported(config)
+    family = check_supported(config)
     quant_file = folder / "hf_quant_config.json"
     quant = json.loads(quant_file.read_text()).get("quantization", {}) if quant_file.is_file() else {}
     algo = (quant.get("quant_algo") or "").upper()
@@ -71,7 +72,7 @@ def checkpoint_facts(folder: Path) -> dict:
         raise BadInput(f"{folder} is quantized with {algo}; these deployment settings cover FP8 and BF16 only")
     record_file = folder / "minitron.json"
     record = json.loads(record_file.read_text()) if record_file.is_file() else {}
-    return {"config": config, "dims": Dims.of(config), "params": count_params(config),
+    return {"config": config, "family": family, "dims": Dims.of(config), "params": count_params(config),
             "quantization": "fp8" if algo == "FP8" else "bf16",
             "kv_cache_dtype": "fp8" if (quant.get("kv_cache_quant_algo") or "").upper() == "FP8" else "bf16",
             "record": record}
@@ -251,6 +252,7 @@ def deploy(checkpoint: str | Path, backend: str, out: str | Path, engine: str | 
            max_batch_size: int | None = None, max_seq_len: int | None = None, max_num_tokens: int = 8192,
            gpu_memory_gb: float = 80.0, dry_run: bool = False, overwrite: bool = False) -> dict:
     """Write the deployment folder; build and smoke-test it when the engine is installed. Returns the manifest."""
+    from minitron.core.families import engine_caveat
     from minitron.core.records import check_output_dir, output_dir, provenance
 
     if backend not in BACKENDS:
@@ -261,6 +263,9 @@ def deploy(checkpoint: str | Path, backend: str, out: str | Path, engine: str | 
     check_output_dir(out, overwrite, reads=(checkpoint,))
     facts = checkpoint_facts(checkpoint)
     sizing = size_deployment(facts, gpu_memory_gb, max_batch_size, max_seq_len, max_num_tokens)
+    caveat = engine_caveat(facts["family"], backend)
+    if caveat:
+        log.warning(caveat)
     version = engine_available(backend)
     if version is None and not dry_run:
         raise BadInput(INSTALL_HINT[backend])
@@ -285,7 +290,7 @@ def deploy(checkpoint: str | Path, backend: str, out: str | Path, engine: str | 
         manifest = {
             "backend": backend, "engine": engine or ("pytorch" if backend == "trtllm" else "vllm"),
             "target_engine_version": f"tensorrt-llm {TARGET_TRTLLM}.x" if backend == "trtllm" else "vllm",
-            "installed_engine_version": version,
+            "installed_engine_version": version, "engine_caveat": caveat,
             "source_model": record.get("source") or str(checkpoint), "checkpoint": str(checkpoint),
             "quantization": facts["quantization"], "kv_cache_dtype": facts["kv_cache_dtype"],
             "max_batch_size": sizing.max_batch_size, "max_num_tokens": sizing.max_num_tokens,

@@ -114,6 +114,7 @@ def quantize(model_dir: str, calib: str, out: str | Path, kv_cache: str = "auto"
     record's accuracy (an eval suite: `minitron.evals.scorers.suite_comparison`); the fake-quantized model exists
     only here, before export, and the exported FP8 checkpoint needs a GPU engine to run."""
     from minitron.compress.data import load_blocks
+    from minitron.core.families import check_supported, engine_caveat
     from minitron.core.gguf import local_model
     from minitron.core.model_io import load_config, load_model, save_tokenizer
     from minitron.core.records import check_output_dir, output_dir, write_record
@@ -126,6 +127,9 @@ def quantize(model_dir: str, calib: str, out: str | Path, kv_cache: str = "auto"
     check_output_dir(out, overwrite, reads=(model_dir, calib))
     model_dir = local_model(model_dir)
     config = load_config(model_dir)  # refuses unsupported and already-quantized checkpoints
+    caveat = engine_caveat(check_supported(config), "modelopt")
+    if caveat:
+        log.warning(caveat)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     seq_len = seq_len or min(512, config.max_position_embeddings)
     if seq_len > config.max_position_embeddings:
@@ -159,7 +163,7 @@ def quantize(model_dir: str, calib: str, out: str | Path, kv_cache: str = "auto"
                               dtype=dtype, calibration={"num_samples": sum(len(b) for b in calib_batches),
                                                         "seq_len": seq_len},
                               accuracy=accuracy, export_check=export,
-                              modelopt=__import__("modelopt").__version__,
+                              modelopt=__import__("modelopt").__version__, engine_caveat=caveat,
                               seconds=round(time.perf_counter() - started, 1))
     log.info("FP8 checkpoint in %s: LM loss %s -> %s, token KL %s, export within %.2fx of the FP8 bound",
              out, _fmt(accuracy.get("lm_loss_reference")), _fmt(accuracy.get("lm_loss_fp8")),

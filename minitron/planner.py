@@ -257,13 +257,22 @@ class Planner:
         recipe, kinds = self.recipe, stage_kinds
         if not recipe.quantize:
             return []
+        from transformers import AutoConfig
+
+        from minitron.core.families import check_supported, engine_caveat
         from minitron.deploy.quantize import quantize
+
+        family = check_supported(AutoConfig.from_pretrained(recipe.teacher_config))
+
+        def caveat(engine: str) -> str:  # said at plan time, before any training
+            text = engine_caveat(family, engine)
+            return f" ({text})" if text else ""
 
         fp8 = self.root / kinds.QUANTIZE.folder
         stages = [Stage(kinds.QUANTIZE.name, fp8, dict(recipe.quantize), quantize,
                         {"model_dir": str(self.root / kinds.DISTILL.folder), "calib": self.data, "out": fp8,
                          "overwrite": True, "device": self.device, **recipe.quantize},
-                        "FP8 with ModelOpt", needs=(kinds.DISTILL.name,))]
+                        "FP8 with ModelOpt" + caveat("modelopt"), needs=(kinds.DISTILL.name,))]
         if recipe.deploy:
             from minitron.deploy.deploy import deploy
 
@@ -271,7 +280,8 @@ class Planner:
             deployed = self.root / f"{kinds.DEPLOY.folder}-{d['backend']}"
             stages.append(Stage(kinds.DEPLOY.name, deployed, d, deploy,
                                 {"checkpoint": fp8, "out": deployed, "overwrite": True, **d},
-                                f"{d['backend']} deployment folder" + (" (dry run)" if d["dry_run"] else ""),
+                                f"{d['backend']} deployment folder" + (" (dry run)" if d["dry_run"] else "")
+                                + caveat(d["backend"]),
                                 needs=(kinds.QUANTIZE.name,), completes="manifest.json"))
         return stages
 

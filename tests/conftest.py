@@ -9,7 +9,21 @@ import pytest
 import torch
 from minitron.compress.tokenizer import train_tokenizer
 
-FAMILIES = ["llama", "mistral", "qwen2"]
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "nemotron"]
+EXACT_FAMILIES = [f for f in FAMILIES if f != "nemotron"]
+"""Families whose hidden-channel pruning equals masking; Nemotron's LayerNorm centres over the channels."""
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                 "qwen3": "Qwen3ForCausalLM", "gemma2": "Gemma2ForCausalLM", "gemma3_text": "Gemma3ForCausalLM",
+                 "phi3": "Phi3ForCausalLM", "nemotron": "NemotronForCausalLM"}
+
+
+def _family_settings(family: str, layers: int, head_dim: int) -> dict:
+    """Gemma's own fields: its query scaling, and sliding layers alternating with full ones, with a window
+    shorter than the test sequences so the two kinds differ."""
+    if not family.startswith("gemma"):
+        return {}
+    return {"query_pre_attn_scalar": head_dim, "sliding_window": 8,
+            "layer_types": [("sliding_attention", "full_attention")[i % 2] for i in range(layers)]}
 
 
 def stdlib_texts(n_files: int = 12) -> list[str]:
@@ -31,10 +45,10 @@ def tiny_config(family: str = "llama", *, tie: bool = False, hidden: int = 48, h
     cfg = AutoConfig.for_model(
         family, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers, num_attention_heads=heads,
         num_key_value_heads=kv_heads, head_dim=head_dim, vocab_size=vocab, max_position_embeddings=positions,
-        tie_word_embeddings=tie, bos_token_id=0, eos_token_id=1, pad_token_id=2, rms_norm_eps=1e-6,
+        tie_word_embeddings=tie, bos_token_id=0, eos_token_id=1, pad_token_id=2, rms_norm_eps=1e-6, norm_eps=1e-6,
+        **_family_settings(family, layers, head_dim),
     )
-    cfg.architectures = [{"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
-                          "qwen2": "Qwen2ForCausalLM"}[family]]
+    cfg.architectures = [ARCHITECTURES[family]]
     return cfg
 
 
@@ -51,7 +65,7 @@ def tiny_model(family: str = "llama", seed: int = 0, **kw):
             elif p.dim() == 2:
                 p.normal_(0, 0.15)
             else:
-                p.normal_(0, 0.1)  # q/k/v biases of Qwen2
+                p.normal_(0, 0.1)  # q/k/v biases of Qwen2, Nemotron's norm biases
     return model.eval()
 
 

@@ -2,8 +2,10 @@
 
 import pytest
 import torch
-from conftest import sample_ids, tiny_model
+from conftest import FAMILIES, sample_ids, tiny_model
 from minitron.compress.importance import Importance, estimate_importance
+from minitron.core.arch import Dims
+from minitron.core.families import check_supported
 
 
 def test_default_aggregation_is_modelopts_formula():
@@ -83,3 +85,40 @@ def test_magnitude_ranking_follows_the_weights():
     assert scores.ffn[1].argmin() == 5 and scores.ffn[1].argmax() == 7
     assert scores.heads[1].argmin() == 1
     assert scores.hidden.shape == (48,) and scores.layers.shape == (2,) and scores.meta == {"magnitude": True}
+
+
+def _zero_units(model, neuron: int, kv_group: int, channel: int) -> None:
+    """Silence one MLP neuron, one KV group (so its query heads output zero) and one residual channel in every
+    layer, through the family's own table of which rows and columns belong to which axis."""
+    family = check_supported(model.config)
+    d = Dims.of(model.config)
+    sizes = {"hidden": d.hidden, "ffn": d.ffn, "q": d.heads * d.head_dim, "kv": d.kv_heads * d.head_dim}
+    units = {"ffn": [neuron], "kv": list(range(kv_group * d.head_dim, (kv_group + 1) * d.head_dim)),
+             "hidden": [channel]}
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for path, (rows, cols) in family.projections.items():
+                weight, offset = layer.get_submodule(path).weight, 0
+                for axis in rows:
+                    for unit in units.get(axis, ()):
+                        weight[offset + unit] = 0
+                    offset += sizes[axis]
+                if cols in ("ffn", "hidden"):
+                    weight[:, units[cols]] = 0
+        model.get_input_embeddings().weight[:, channel] = 0
+        model.get_output_embeddings().weight[:, channel] = 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_scores_silenced_units_lowest(family):
+    """Activation and magnitude importance find the units silenced through the family's table. A silent KV
+    group silences its query heads' outputs, not their weights, so only activations see it; a LayerNorm
+    (Nemotron) centres and biases a silent channel, so there the activations do not put it at the bottom."""
+    model = tiny_model(family)
+    _zero_units(model, neuron=7, kv_group=1, channel=11)
+    active, magnitude = estimate_importance(model, [sample_ids(seed=4)]), Importance.magnitude(model)
+    assert (active.ffn.argmin(dim=1) == 7).all() and (magnitude.ffn.argmin(dim=1) == 7).all()
+    assert set(active.heads.argsort(dim=1)[:, :3].flatten().tolist()) == {3, 4, 5}
+    assert magnitude.hidden.argmin() == 11
+    if not check_supported(model.config).norm_centers:
+        assert active.hidden.argmin() == 11

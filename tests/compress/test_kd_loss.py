@@ -185,19 +185,46 @@ def test_token_count_mismatch_is_refused():
         chunked_kd_loss(s_hidden, s_weight, t_hidden, t_weight, labels=torch.zeros(B, S - 1, dtype=torch.long))
 
 
-def test_on_hf_models():
-    """hidden_states + lm_head_of give the same loss as the models' own logits."""
+@pytest.mark.parametrize("chunk_size", [5, 1024])
+def test_softcapped_logits_match_naive_value_and_gradients(chunk_size):
+    """Gemma 2 caps its logits at cap * tanh(z / cap); both sides' caps, and the student's through its gradient."""
+    s_hidden, s_weight, t_hidden, t_weight, _ = _inputs()
+    labels = _labels()
+    out = chunked_kd_loss(s_hidden, s_weight, t_hidden, t_weight, chunk_size=chunk_size, labels=labels,
+                          lm_weight=0.5, student_softcap=3.0, teacher_softcap=2.0)
+    grads = torch.autograd.grad(out.loss, (s_hidden, s_weight))
+
+    def capped(z, cap):
+        return cap * torch.tanh(z / cap)
+
+    keep = labels != -100
+    s_logits = capped(s_hidden @ s_weight.T, 3.0)
+    ref = (forward_kl(s_logits[keep], capped(t_hidden @ t_weight.T, 2.0)[keep])
+           + 0.5 * F.cross_entropy(s_logits.reshape(-1, V), labels.reshape(-1)))
+    _assert_close(out.loss, ref)
+    for got, want in zip(grads, torch.autograd.grad(ref, (s_hidden, s_weight))):
+        _assert_close(got, want)
+    lm = chunked_lm_loss(s_hidden, s_weight, labels, chunk_size, softcap=3.0)
+    _assert_close(lm, F.cross_entropy(s_logits.reshape(-1, V), labels.reshape(-1)))
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])  # gemma2 soft-caps its logits
+def test_on_hf_models(family):
+    """hidden_states + lm_head_of give the same loss and gradients as the models' own logits."""
     from conftest import sample_ids, tiny_model
 
-    student, teacher = tiny_model(hidden=48, seed=0), tiny_model(hidden=48, ffn=192, layers=2, seed=1)
+    student, teacher = tiny_model(family, hidden=48, seed=0), tiny_model(family, hidden=48, ffn=192, layers=2, seed=1)
     ids = sample_ids(seq=12)
-    (s_w, s_b), (t_w, t_b) = lm_head_of(student), lm_head_of(teacher)
+    s_head, t_head = lm_head_of(student), lm_head_of(teacher)
+    assert (s_head.softcap is not None) == (family == "gemma2")
     with torch.no_grad():
         t_hidden = hidden_states(teacher, ids)
         t_logits = teacher(ids).logits
-    out = chunked_kd_loss(hidden_states(student, ids), s_w, t_hidden, t_w, chunk_size=5,
-                          student_lm_head_bias=s_b, teacher_lm_head_bias=t_b)
+    out = chunked_kd_loss(hidden_states(student, ids), s_head.weight, t_hidden, t_head.weight, chunk_size=5,
+                          student_lm_head_bias=s_head.bias, teacher_lm_head_bias=t_head.bias,
+                          student_softcap=s_head.softcap, teacher_softcap=t_head.softcap)
+    weight = student.model.layers[0].mlp.down_proj.weight
+    got = torch.autograd.grad(out.loss, weight)[0]
     ref = forward_kl(student(ids).logits, t_logits)
     _assert_close(out.loss, ref)
-    out.loss.backward()
-    assert student.model.layers[0].mlp.down_proj.weight.grad is not None
+    _assert_close(got, torch.autograd.grad(ref, weight)[0])

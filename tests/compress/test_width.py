@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import FAMILIES, sample_ids, tiny_model
+from conftest import EXACT_FAMILIES, FAMILIES, sample_ids, tiny_model
 from minitron.compress.importance import Importance, estimate_importance
 from minitron.compress.width import plan_width, prune_width
 from minitron.core.arch import Dims, WidthTarget
@@ -85,7 +85,7 @@ def test_removing_neurons_equals_masking_them(family):
     torch.testing.assert_close(logits(pruned, ids), logits(masked, ids), atol=TOL, rtol=0)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", EXACT_FAMILIES)
 @pytest.mark.parametrize("tie", [False, True])
 def test_removing_hidden_channels_equals_masking_them(family, tie):
     model = tiny_model(family, tie=tie)
@@ -103,6 +103,30 @@ def test_removing_hidden_channels_equals_masking_them(family, tie):
     # without folding sqrt(H/h) into the norms the pruned model is *not* the masked one
     unscaled = prune_width(copy.deepcopy(model), flat_importance(model, hidden=removed), target, rescale_norms=False)
     assert (logits(unscaled, ids) - logits(masked, ids)).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_a_layernorm_makes_hidden_pruning_close_to_masking_but_not_exact(tie):
+    """Nemotron's LayerNorm subtracts the mean over the channels it sees: over the kept h channels after
+    pruning, over all H (the masked ones at zero) before, a shift no weight can fold in. Masking here also
+    zeroes the readers' columns, since a LayerNorm's bias and centring make its masked outputs non-zero.
+    Measured on this tiny random model: 7% of the logits' norm (12% without the norm rescaling)."""
+    model = tiny_model("nemotron", tie=tie)
+    ids = sample_ids()
+    removed = torch.tensor([0, 5, 17, 30, 31, 47])
+    pruned = prune_width(copy.deepcopy(model), flat_importance(model, hidden=removed), WidthTarget(hidden_size=42))
+    masked = copy.deepcopy(model)
+    with torch.no_grad():
+        masked.model.embed_tokens.weight[:, removed] = 0
+        masked.lm_head.weight[:, removed] = 0
+        for layer in masked.model.layers:
+            for reader in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.mlp.up_proj):
+                reader.weight[:, removed] = 0
+            layer.self_attn.o_proj.weight[removed] = 0
+            layer.mlp.down_proj.weight[removed] = 0
+    reference = logits(masked, ids)
+    relative = (logits(pruned, ids) - reference).norm() / reference.norm()
+    assert 1e-3 < relative < 0.1
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -142,3 +142,16 @@ def test_arch_reproduces_the_papers_table_3(capsys):
     assert run("arch", "--config", RECIPES / "configs/llama-3.1-8b.json", "--json") == 0
     source = json.loads(capsys.readouterr().out)["source"]
     assert (source["params"], source["non_embedding_params"]) == (8_030_261_248, 6_979_588_096)
+
+
+@pytest.mark.parametrize("config,total,non_embedding", [
+    ("qwen3-8b", 8.2, 6.95),  # Qwen3-8B model card: 8.2B, 6.95B non-embedding
+    ("gemma-2-9b", 9.24, 8.32),  # Gemma 2 paper, Table 2: 917,962,752 embedding + 8,324,201,984 non-embedding
+    ("phi-3-mini-4k-instruct", 3.8, None),  # Phi-3 report: 3.8B
+])
+def test_arch_counts_other_families_as_published(capsys, config, total, non_embedding):
+    assert run("arch", "--config", RECIPES / f"configs/{config}.json", "--json") == 0
+    source = json.loads(capsys.readouterr().out)["source"]
+    digits = len(str(total).split(".")[1])
+    assert round(source["params"] / 1e9, digits) == total
+    assert non_embedding is None or round(source["non_embedding_params"] / 1e9, 2) == non_embedding

@@ -227,3 +227,16 @@ def test_rerun_starts_a_stage_over_with_everything_that_reads_it(recipe):
     assert actions == {"correct": "skip (complete, settings unchanged)", "prune": "run", "distill": "run"}
     with pytest.raises(ValueError, match="--rerun nope: no such stage"):
         pipeline.run(recipe, rerun=["nope"])
+
+
+def test_the_plan_says_where_an_engine_has_not_confirmed_the_family(recipe, tokenizer):
+    """A Gemma 2 teacher: its FP8 and TensorRT-LLM stages carry the caveat in the plan, before any training."""
+    body = yaml.safe_load(recipe.read_text())
+    gemma = recipe.parent / "gemma"
+    save_checkpoint(tiny_model("gemma2", layers=4), tokenizer, gemma)
+    body["teacher"] = {"model": str(gemma), "config": str(gemma / "config.json")}
+    body.update(quantize={"num_samples": 4}, deploy={"backend": "trtllm"})
+    recipe.write_text(yaml.safe_dump(body))
+    described = {stage.name: stage.describe for stage in pipeline.plan(recipe)}
+    assert "modelopt support for Gemma2ForCausalLM is unconfirmed" in described["quantize"]
+    assert "trtllm support for Gemma2ForCausalLM is unconfirmed" in described["deploy"]
