@@ -10,7 +10,7 @@ import pandas as pd
 
 from minitron import stage_kinds as kinds
 from minitron.compress.curves import plot_curves, read_metrics
-from minitron.core.stats import direction, paired_difference
+from minitron.core.stats import direction, non_inferior, paired_difference
 
 
 def val_curve(folder: Path) -> pd.DataFrame:
@@ -133,7 +133,7 @@ def on_par(held_out: HeldOutLosses | None, parallel: list[Path], corrected: list
         deltas = [final_loss(p) - final_loss(c) for p, c in zip(parallel, corrected, strict=True)]
         return "", all(d < margin for d in deltas)
     per_seed = [held_out.advantage(c, p) for p, c in zip(parallel, corrected, strict=True)]  # loss(p) - loss(c)
-    outcomes = {True if d + 2 * se < margin else False if d - 2 * se > margin else None for d, se in per_seed}
+    outcomes = {non_inferior(-d, se, margin) for d, se in per_seed}
     words = ", ".join(f"{d:+.4f} ± {se:.4f}" for d, se in per_seed)
     return f"; against the teacher corrected first: {words} (margin {margin:.4f})", (
         outcomes.pop() if len(outcomes) == 1 else None)

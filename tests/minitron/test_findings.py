@@ -58,8 +58,8 @@ def folders(tmp_path):
     pd.DataFrame([{"benchmark": "minitron_stdlib_cloze", "task": "minitron_stdlib_cloze"}]).to_csv(
         f["eval"] / "table" / "table.csv", index=False)
     (f["eval"] / "table" / "table.md").write_text("| table |\n")
-    # 100 items: width right on 70, depth on 50 (a paired difference far beyond its noise); FP8 flips one item
-    for label, right in {"width": 70, "depth": 50, "width-fp8": 69, "depth-fp8": 50}.items():
+    # 100 items: width right on 70, depth on 50 (a paired difference far beyond its noise); FP8 answers the same
+    for label, right in {"width": 70, "depth": 50, "width-fp8": 70, "depth-fp8": 50}.items():
         write_eval_run(f["eval"] / label, [1.0] * right + [0.0] * (100 - right))
     return f
 
@@ -156,6 +156,18 @@ def test_a_difference_within_the_noise_is_inconclusive_and_an_fp8_drop_fails(fol
     table, fp8 = findings.evals(folders, tmp_path)
     assert table.held is None and "+2.0 ±" in table.measured
     assert fp8.held is False and "width 52.0 -> 40.0 (-12.0 ±" in fp8.measured
+
+
+@pytest.mark.parametrize("width_fp8,held", [
+    (70, True),  # the same answers: no drop, no noise
+    (69, None),  # one item of 100 lost: -1.0 ± 1.0 points, so a drop of up to 3 is not ruled out
+    (30, False),  # 40 points lost, far beyond the 2-point margin and its noise
+])
+def test_fp8_must_rule_out_a_drop_beyond_the_margin_to_hold(folders, tmp_path, width_fp8, held):
+    """Non-inferiority, not a failure to reject: FP8 holds only when its drop stays under 2 points at 2 SE."""
+    write_eval_run(folders["eval"] / "width-fp8", [1.0] * width_fp8 + [0.0] * (100 - width_fp8))
+    _, fp8 = findings.evals(folders, tmp_path)
+    assert fp8.held is held
 
 
 def test_paired_losses_decide_with_their_standard_error(tmp_path, tokenizer):
