@@ -10,6 +10,8 @@ What is scored (the Minitron recipe, as ModelOpt implements it for Megatron):
 - embedding channels: the outputs of every norm over the residual channels (each layer's, as
   `core.families` lists them, and the final one), summed.
 - layers: Block Influence, the mean over tokens of 1 - cos(layer input, layer output).
+- experts and their neurons (mixture-of-experts models): see `compress.experts`; the aggregation options
+  below apply to the dense axes only.
 
 Aggregation: per sample over the sequence (`seq_agg`: mean of |x| (default), l2, max), then over samples
 (`batch_agg`: l2 (default), mean, max). With the defaults a channel's score is
@@ -27,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
+from minitron.compress import experts as moe
 from minitron.core.arch import Dims
 from minitron.core.errors import BadInput
 from minitron.core.families import check_supported
@@ -39,21 +42,23 @@ BATCH_AGGREGATIONS = ("l2", "mean", "max")
 
 @dataclass
 class Importance:
-    """Scores of one model; higher means more important. Shapes: hidden [H], ffn [L, F], heads [L, heads],
-    layers [L]."""
+    """Scores of one model; higher means more important. Shapes: hidden [H], ffn [L, F] (with experts
+    [L, E, F], each expert's neurons), heads [L, heads], layers [L], experts [L, E] (None for a dense model)."""
 
     hidden: torch.Tensor
     ffn: torch.Tensor
     heads: torch.Tensor
     layers: torch.Tensor
+    experts: torch.Tensor | None = None
     meta: dict = field(default_factory=dict)
 
     @classmethod
     def random(cls, dims: Dims, seed: int = 0) -> "Importance":
         """Scores drawn at random: the paper's 'random pruning' baseline (Figure 6) ranks units by these."""
         g = torch.Generator().manual_seed(seed)
-        return cls(hidden=torch.rand(dims.hidden, generator=g), ffn=torch.rand(dims.layers, dims.ffn, generator=g),
+        return cls(hidden=torch.rand(dims.hidden, generator=g), ffn=torch.rand(_ffn_shape(dims), generator=g),
                    heads=torch.rand(dims.layers, dims.heads, generator=g), layers=torch.rand(dims.layers, generator=g),
+                   experts=torch.rand(dims.layers, dims.experts, generator=g) if dims.experts else None,
                    meta={"random": True, "seed": seed})
 
     @classmethod
@@ -68,7 +73,7 @@ class Importance:
         sizes = {"hidden": dims.hidden, "ffn": dims.ffn, "q": dims.heads * dims.head_dim,
                  "kv": dims.kv_heads * dims.head_dim}
         hidden = model.get_input_embeddings().weight.float().pow(2).sum(0)
-        ffn, heads, layers = [], [], []
+        ffn, heads, layers, experts = [], [], [], []
         for layer in model.model.layers:
             owned = {axis: torch.zeros(size) for axis, size in sizes.items()}
             for path, (rows, cols) in family.projections.items():
@@ -77,16 +82,22 @@ class Importance:
                 for axis, part in zip(rows, squares.sum(1).split([sizes[a] for a in rows])):
                     owned[axis] += part
             hidden += owned["hidden"]
-            ffn.append(owned["ffn"].sqrt())
+            if family.experts:
+                expert, neurons = moe.magnitude(layer, family, dims.experts, hidden)
+                experts.append(expert)
+                ffn.append(neurons)
+            else:
+                ffn.append(owned["ffn"].sqrt())
             heads.append(owned["q"].view(dims.heads, dims.head_dim).sum(1).sqrt())
             layers.append(sum(p.float().pow(2).sum() for p in layer.parameters()).sqrt())
         if not dims.tied:
             hidden += model.get_output_embeddings().weight.float().pow(2).sum(0)
         return cls(hidden=hidden.sqrt(), ffn=torch.stack(ffn), heads=torch.stack(heads), layers=torch.stack(layers),
-                   meta={"magnitude": True})
+                   experts=torch.stack(experts) if experts else None, meta={"magnitude": True})
 
     def save(self, path) -> None:
-        tensors = {"hidden": self.hidden, "ffn": self.ffn, "heads": self.heads, "layers": self.layers}
+        tensors = {"hidden": self.hidden, "ffn": self.ffn, "heads": self.heads, "layers": self.layers,
+                   **({} if self.experts is None else {"experts": self.experts})}
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"meta": json.dumps(self.meta)})
 
     @classmethod
@@ -104,19 +115,26 @@ class Importance:
         missing = {"hidden", "ffn", "heads", "layers"} - set(tensors)
         if missing:
             raise BadInput(f"{path} lacks the {', '.join(sorted(missing))} scores; {fix}")
-        return cls(**{k: tensors[k] for k in ("hidden", "ffn", "heads", "layers")}, meta=meta)
+        return cls(**{k: tensors[k] for k in ("hidden", "ffn", "heads", "layers")}, experts=tensors.get("experts"),
+                   meta=meta)
 
     def check_matches(self, dims: Dims) -> None:
         """Refuse scores computed on another architecture, or that are not finite numbers."""
-        shapes = {"hidden": (dims.hidden,), "ffn": (dims.layers, dims.ffn), "heads": (dims.layers, dims.heads)}
+        shapes = {"hidden": (dims.hidden,), "ffn": _ffn_shape(dims), "heads": (dims.layers, dims.heads),
+                  **({"experts": (dims.layers, dims.experts)} if dims.experts else {})}
         for name, shape in shapes.items():
             scores = getattr(self, name)
-            if tuple(scores.shape) != shape:
+            if scores is None or tuple(scores.shape) != shape:
                 raise BadInput(f"importance scores do not match the model: {name} has shape "
-                                 f"{tuple(scores.shape)}, the model needs {shape}; re-estimate them")
+                               f"{None if scores is None else tuple(scores.shape)}, the model needs {shape}; "
+                               "re-estimate them")
             if not torch.isfinite(scores.float()).all():
                 raise BadInput(f"the {name} importance scores hold NaN or infinite values, so they rank nothing; "
                                "re-estimate them")
+
+
+def _ffn_shape(dims: Dims) -> tuple[int, ...]:
+    return (dims.layers, dims.experts, dims.ffn) if dims.experts else (dims.layers, dims.ffn)
 
 
 class _Reducer:
@@ -191,10 +209,15 @@ def estimate_importance(model, batches: Iterable[torch.Tensor], seq_agg: str = "
             influence_sum[i] += (1 - cos).sum().item()
         return hook
 
+    sparse = [moe.ExpertScores(moe.sparse_block(layer, family)[1], family, model.config) for layer in decoder.layers
+              ] if family.experts else []
     for i, layer in enumerate(decoder.layers):
         hooks += [layer.get_submodule(norm).register_forward_hook(on_norm) for norm in family.hidden_norms]
-        hooks += [layer.get_submodule(family.neuron_input).register_forward_pre_hook(input_hook(ffn[i])),
-                  layer.get_submodule(family.head_input).register_forward_pre_hook(input_hook(attn[i])),
+        if sparse:
+            hooks.append(sparse[i].block.register_forward_hook(sparse[i].add))
+        else:
+            hooks.append(layer.get_submodule(family.neuron_input).register_forward_pre_hook(input_hook(ffn[i])))
+        hooks += [layer.get_submodule(family.head_input).register_forward_pre_hook(input_hook(attn[i])),
                   layer.register_forward_pre_hook(layer_in(i), with_kwargs=True),
                   layer.register_forward_hook(layer_out(i), with_kwargs=True)]
     hooks.append(decoder.norm.register_forward_hook(on_norm))
@@ -212,11 +235,13 @@ def estimate_importance(model, batches: Iterable[torch.Tensor], seq_agg: str = "
     if num_samples == 0:
         raise BadInput("the calibration set is empty: no batches were given")
     head_channels = torch.stack([r.result() for r in attn]).view(dims.layers, dims.heads, dims.head_dim)
+    expert_scores = [block.result() for block in sparse]
     return Importance(
         hidden=hidden.result(),
-        ffn=torch.stack([r.result() for r in ffn]),
+        ffn=torch.stack([neurons for _, neurons in expert_scores] if sparse else [r.result() for r in ffn]),
         heads=torch.linalg.vector_norm(head_channels, dim=-1),
         layers=(influence_sum / num_tokens).float(),
+        experts=torch.stack([experts for experts, _ in expert_scores]) if sparse else None,
         meta={"num_samples": num_samples, "seq_len": seq_len, "seq_agg": seq_agg, "batch_agg": batch_agg,
               "dims": dims.__dict__},
     )

@@ -101,7 +101,7 @@ def prune_width(model: str, out: str | Path, target: WidthTarget, calib: str | N
     config = load_config(model)
     if target == WidthTarget():
         raise BadInput("no target given: pass at least one of --hidden-size, --ffn-hidden-size, --num-heads, "
-                       "--num-kv-heads")
+                       "--num-kv-heads, --num-experts")
     derive_config(config, target.resolve(Dims.of(config)))  # transformers validates it now, not after importance
     if ranking not in RANKINGS:
         raise BadInput(f"--ranking {ranking!r} is unknown; choose from {', '.join(RANKINGS)}")

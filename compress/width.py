@@ -7,7 +7,8 @@ embedding and lm_head columns, every projection's rows or columns (and biases), 
 are placed in importance order, as Minitron does; an axis without a target keeps its original order.
 
 Which rows and columns belong to which axis comes from the family's entry in `core.families` (fused
-projections included), so every supported family goes through the same code.
+projections included), so every supported family goes through the same code; experts and their neurons are cut
+by `compress.experts`.
 
 Hidden channels and norms: the RMS over h kept channels is sqrt(H/h) times the RMS over all H channels
 of the masked model (where the removed channels are zero). Folding that factor into what the norms multiply
@@ -26,6 +27,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from minitron.compress import experts as moe
 from minitron.compress.importance import Importance
 from minitron.core.arch import Dims, WidthTarget, derive_config
 from minitron.core.errors import BadInput
@@ -35,7 +37,8 @@ from minitron.core.model_io import build_model
 
 @dataclass
 class WidthPlan:
-    """Indices to keep, in their new order: hidden [h]; per layer ffn [f], query heads [n'], KV heads [kv']."""
+    """Indices to keep, in their new order: hidden [h]; per layer ffn [f] (with experts, one [f] per source
+    expert), query heads [n'], KV heads [kv'], and experts [e'] (mixture-of-experts models)."""
 
     source: Dims
     dims: Dims
@@ -43,6 +46,7 @@ class WidthPlan:
     ffn: list[torch.Tensor]
     q_heads: list[torch.Tensor]
     kv_heads: list[torch.Tensor]
+    experts: list[torch.Tensor] | None = None
     norm_scale: float = 1.0
 
 
@@ -57,7 +61,13 @@ def plan_width(importance: Importance, src: Dims, target: WidthTarget, rescale_n
     identity = torch.arange
 
     hidden = _top(importance.hidden, dst.hidden) if target.hidden_size else identity(src.hidden)
-    ffn = [_top(s, dst.ffn) if target.intermediate_size else identity(src.ffn) for s in importance.ffn]
+    def neurons(scores: torch.Tensor) -> torch.Tensor:
+        return _top(scores, dst.ffn) if target.intermediate_size else identity(src.ffn)
+
+    # with experts, each expert keeps its own best neurons
+    ffn = [[neurons(s) for s in layer] if src.experts else neurons(layer) for layer in importance.ffn]
+    experts = [_top(s, dst.experts) if target.num_experts else identity(src.experts)
+               for s in importance.experts] if src.experts else None
     heads_targeted = target.num_attention_heads or target.num_key_value_heads
     q_heads, kv_heads = [], []
     for scores in importance.heads:
@@ -72,7 +82,7 @@ def plan_width(importance: Importance, src: Dims, target: WidthTarget, rescale_n
         kv_heads.append(groups)
     scale = math.sqrt(src.hidden / dst.hidden) if rescale_norms else 1.0
     return WidthPlan(source=src, dims=dst, hidden=hidden, ffn=ffn, q_heads=q_heads, kv_heads=kv_heads,
-                     norm_scale=scale)
+                     experts=experts, norm_scale=scale)
 
 
 def _channels(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
@@ -93,8 +103,16 @@ def _norm(weight: torch.Tensor, plan: WidthPlan, family: Family, scale: float) -
     return (family.norm_offset + kept) * scale - family.norm_offset
 
 
-def _trim(name: str, tensor: torch.Tensor, plan: WidthPlan, family: Family) -> torch.Tensor:
-    """The trimmed copy of one named parameter."""
+def _trim(name: str, tensor: torch.Tensor, plan: WidthPlan, family: Family) -> dict[str, torch.Tensor]:
+    """The trimmed copy of one named parameter, by name: an expert's parameters may be renamed or dropped."""
+    prefix, _, inner = name.partition(".layers.")
+    layer, _, inner = inner.partition(".")
+    if family.experts and inner.split(".")[0] in family.experts.blocks:
+        return moe.trim(inner, tensor, int(layer), plan, family, f"{prefix}.layers.{layer}.")
+    return {name: _trim_one(name, tensor, plan, family)}
+
+
+def _trim_one(name: str, tensor: torch.Tensor, plan: WidthPlan, family: Family) -> torch.Tensor:
     src, dst = plan.source, plan.dims
     # Gemma multiplies embeddings by sqrt(hidden_size): folding sqrt(H/h) into them keeps the residual stream
     # the masked teacher's. A tied lm_head then reads logits that much larger; the final norm takes it back.
@@ -140,7 +158,7 @@ def apply_width(model, plan: WidthPlan):
     family = check_supported(model.config)
     tensors = {}
     for name, param in list(model.named_parameters()):
-        tensors[name] = _trim(name, param, plan, family).contiguous()
+        tensors.update({key: value.contiguous() for key, value in _trim(name, param, plan, family).items()})
         param.data = torch.empty(0, dtype=param.dtype)  # drop the teacher's copy now
     if plan.dims.tied:
         tensors.pop("lm_head.weight", None)

@@ -59,15 +59,23 @@ class Dims:
     layers: int
     vocab: int
     tied: bool
+    experts: int = 0
+    """Experts per layer of a mixture-of-experts model (0: a dense MLP, whose neurons `ffn` counts; with experts,
+    `ffn` is each expert's width)."""
+    top_k: int = 0
+    """Experts each token is routed to."""
 
     @classmethod
     def of(cls, config) -> "Dims":
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        moe = check_supported(config).experts
         return cls(
-            hidden=config.hidden_size, ffn=config.intermediate_size, heads=config.num_attention_heads,
+            hidden=config.hidden_size, ffn=getattr(config, moe.ffn_key if moe else "intermediate_size"),
+            heads=config.num_attention_heads,
             kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
             head_dim=head_dim, layers=config.num_hidden_layers, vocab=config.vocab_size,
             tied=bool(getattr(config, "tie_word_embeddings", False)),
+            experts=getattr(config, moe.count_key) if moe else 0, top_k=config.num_experts_per_tok if moe else 0,
         )
 
     @property
@@ -84,6 +92,8 @@ class WidthTarget:
     intermediate_size: int | None = None
     num_attention_heads: int | None = None
     num_key_value_heads: int | None = None
+    num_experts: int | None = None
+    """Experts to keep per layer (mixture-of-experts models only)."""
 
     def resolve(self, src: Dims) -> Dims:
         """The target's dimensions, validated against the source; raises ValueError naming the flag to change."""
@@ -106,8 +116,20 @@ class WidthTarget:
         if heads // kv > src.group_size:
             raise BadInput(f"{heads} heads over {kv} KV groups needs {heads // kv} heads per group, but the "
                              f"source groups hold {src.group_size}; lower --num-heads or raise --num-kv-heads")
+        experts = given(self.num_experts, src.experts)
+        if self.num_experts is not None and not src.experts:
+            raise BadInput("--num-experts applies to mixture-of-experts models only; this model has a dense MLP")
+        if self.num_experts is not None and not src.top_k <= experts <= src.experts:
+            raise BadInput(f"--num-experts {experts} is out of range: the source has {src.experts} experts and routes "
+                           f"each token to {src.top_k}; pick {src.top_k}..{src.experts}")
+        for flag, want in (("--hidden-size", self.hidden_size), ("--ffn-hidden-size", self.intermediate_size)):
+            if src.experts and want is not None and want % 8:
+                # transformers 5 runs experts as grouped GEMMs, whose rows must span a multiple of 16 bytes
+                raise BadInput(f"{flag} {want} is not a multiple of 8, which a mixture-of-experts model needs "
+                               f"(transformers 5's grouped expert GEMMs); pick {want - want % 8} or {want - want % 8 + 8}")
         return Dims(hidden=given(self.hidden_size, src.hidden), ffn=given(self.intermediate_size, src.ffn), heads=heads,
-                    kv_heads=kv, head_dim=src.head_dim, layers=src.layers, vocab=src.vocab, tied=src.tied)
+                    kv_heads=kv, head_dim=src.head_dim, layers=src.layers, vocab=src.vocab, tied=src.tied,
+                    experts=experts, top_k=src.top_k)
 
 
 def derive_config(config, dims: Dims | None = None, keep_layers: list[int] | None = None):
@@ -117,7 +139,11 @@ def derive_config(config, dims: Dims | None = None, keep_layers: list[int] | Non
     """
     cfg = copy.deepcopy(config)
     if dims is not None:
-        cfg.hidden_size, cfg.intermediate_size = dims.hidden, dims.ffn
+        moe = check_supported(config).experts
+        cfg.hidden_size = dims.hidden
+        setattr(cfg, moe.ffn_key if moe else "intermediate_size", dims.ffn)
+        if moe:
+            setattr(cfg, moe.count_key, dims.experts)
         cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim = dims.heads, dims.kv_heads, dims.head_dim
     if keep_layers is not None:
         cfg.num_hidden_layers = len(keep_layers)
@@ -133,17 +159,22 @@ def derive_config(config, dims: Dims | None = None, keep_layers: list[int] | Non
 
 
 def count_params(config) -> dict[str, int]:
-    """Total and non-embedding parameters (total minus input embedding and an untied lm_head)."""
+    """Total and non-embedding parameters (total minus input embedding and an untied lm_head); for a
+    mixture-of-experts model also the parameters active per token (all but the experts a token is not routed to)."""
     from transformers import AutoModelForCausalLM
 
     check_supported(config)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     total = sum(p.numel() for p in model.parameters())  # tied weights are yielded once
+    dims = Dims.of(config)
     embedding = model.get_input_embeddings().weight.numel()
-    if not Dims.of(config).tied:
+    if not dims.tied:
         embedding += model.get_output_embeddings().weight.numel()
-    return {"params": total, "non_embedding_params": total - embedding}
+    counts = {"params": total, "non_embedding_params": total - embedding}
+    if dims.experts:  # each expert: gate and up [F, H], down [H, F]
+        counts["active_params"] = total - dims.layers * (dims.experts - dims.top_k) * 3 * dims.hidden * dims.ffn
+    return counts
 
 
 def target_counts(source, target: "WidthTarget", num_layers: int | None = None) -> dict:

@@ -9,6 +9,9 @@ follows the rows. Norms over the residual channels are cut with them and rescale
 else in a layer (Qwen3's and Gemma 3's per-head q/k norms run over head_dim, which width pruning keeps) stays
 as it is.
 
+Mixture-of-experts families (Mixtral, Qwen3-MoE) add two axes, "experts" and each expert's FFN width (the
+"ffn" axis there), described by `Experts` and cut by `compress.experts`.
+
 Adding a family is one entry here plus its tiny config in `tests/conftest.py`: the parity tests (keeping every
 unit reproduces the logits, removing a unit equals masking it, reload and generate with and without a KV
 cache) then run on it.
@@ -33,6 +36,24 @@ MODELOPT_MATRIX = "(Model-Optimizer examples/llm_ptq/README.md); the export itse
 
 
 @dataclass(frozen=True)
+class Experts:
+    """Where a mixture-of-experts family keeps its experts. transformers 5 stores them fused, as
+    `experts.gate_up_proj` [E, 2F, H] and `experts.down_proj` [E, H, F] beside a router `gate.weight` [E, H];
+    4.57 keeps one module per expert, `experts.{j}.{gate, up, down}`. Both layouts are read and cut."""
+
+    count_key: str
+    """The config field holding the number of experts."""
+    ffn_key: str
+    """The config field holding each expert's FFN width (the "ffn" axis of a mixture-of-experts model)."""
+    blocks: tuple[str, ...]
+    """The sparse block's path inside a decoder layer, in each transformers version that names it differently."""
+    per_expert: tuple[str, str, str]
+    """The gate, up and down projections of one expert where each is its own module (transformers 4.57)."""
+    renormalize: bool | str
+    """Whether the top-k routing weights are renormalized to sum to 1: always (True), or as a config field says."""
+
+
+@dataclass(frozen=True)
 class Family:
     """Where one family keeps its prunable axes, and what its norms and embeddings compute."""
 
@@ -53,10 +74,13 @@ class Family:
     them but not exact (see `compress.width`)."""
     embedding_scaled: bool = False
     """Embeddings are multiplied by sqrt(hidden_size) (Gemma), a factor that changes when hidden channels go."""
-    neuron_input: str = "mlp.down_proj"
-    """The module whose input is the MLP neurons' activation (after the gate), which scores them."""
+    neuron_input: str | None = "mlp.down_proj"
+    """The module whose input is the MLP neurons' activation (after the gate), which scores them; None where the
+    neurons live in experts (scored by `compress.experts`)."""
     head_input: str = "self_attn.o_proj"
     """The module whose input is the attention heads' concatenated outputs, which scores them."""
+    experts: Experts | None = None
+    """A mixture-of-experts family's expert layout; None for a dense MLP."""
     engine_caveats: dict = field(default_factory=dict)
     """Engine ("modelopt", "trtllm", "vllm") -> why its support for this family is unconfirmed. A family without
     an entry is in that engine's documented FP8 support. Read from the engines' sources and docs, not run here."""
@@ -86,6 +110,12 @@ FAMILIES = {f.architecture: f for f in (
            engine_caveats={"modelopt": f"Nemotron-4 is not in ModelOpt's FP8 support matrix {MODELOPT_MATRIX}",
                            "trtllm": "the PyTorch backend registers NemotronForCausalLM, but no FP8 test of it "
                                      "was found"}),
+    Family("mixtral", "MixtralForCausalLM", projections=ATTENTION, neuron_input=None,
+           experts=Experts("num_local_experts", "intermediate_size", ("mlp", "block_sparse_moe"),
+                           ("w1", "w3", "w2"), renormalize=True)),
+    Family("qwen3_moe", "Qwen3MoeForCausalLM", projections=ATTENTION, kept=QK_NORMS, neuron_input=None,
+           experts=Experts("num_experts", "moe_intermediate_size", ("mlp",), ("gate_proj", "up_proj", "down_proj"),
+                           renormalize="norm_topk_prob")),
 )}
 """Every family the pruners cover, by architecture."""
 
@@ -103,7 +133,11 @@ def check_supported(config) -> Family:
     if arch is None:
         found = ", ".join(archs) or f"model_type={getattr(config, 'model_type', None)!r}"
         raise UnsupportedModelError(f"unsupported architecture {found}; supported: {', '.join(FAMILIES)}")
-    return FAMILIES[arch]
+    family = FAMILIES[arch]
+    if family.experts and (getattr(config, "mlp_only_layers", None) or getattr(config, "decoder_sparse_step", 1) != 1):
+        raise UnsupportedModelError(f"{arch} with dense layers among the sparse ones (mlp_only_layers, "
+                                    "decoder_sparse_step) is not supported yet: every layer must hold experts")
+    return family
 
 
 def engine_caveat(family: Family, engine: str) -> str | None:

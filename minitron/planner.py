@@ -146,14 +146,12 @@ class Planner:
     def width_prune(self, kind: StageKind, source: Path, needs: tuple[str, ...], ranking: str = "activation",
                     seed: int = 0) -> Stage:
         from minitron.compress.prune import prune_width
-        from minitron.core.arch import WidthTarget
 
         p, out = self.recipe.prune, self.root / kind.folder
         return Stage(kind.name, out, {**p.target(), **self.calib, "ranking": ranking, "precision": self.precision,
                                       **({"seed": seed} if seed else {})},
                      prune_width, {"model": str(source), "out": out,
-                                   "target": WidthTarget(p.hidden_size, p.ffn_hidden_size, p.num_heads,
-                                                         p.num_kv_heads),
+                                   "target": p.width_target(),
                                    "calib": self.data, "ranking": ranking, "overwrite": True, "device": self.device,
                                    "precision": self.precision, "seed": seed, **self.calib},
                      f"width pruning by {ranking} ranking, {stage_work.param_change(self.recipe, p)}", needs=needs)

@@ -35,6 +35,8 @@ class PruneSpec:
     ffn_hidden_size: int | None = None
     num_heads: int | None = None
     num_kv_heads: int | None = None
+    num_experts: int | None = None
+    """Experts kept per layer (mixture-of-experts teachers)."""
     num_layers: int | None = None
     """Layers kept by a depth prune."""
     depth_layers: int | None = None
@@ -42,8 +44,17 @@ class PruneSpec:
     finds is removed), set to about the width student's size: the paper's width-vs-depth pair (Figure 7)."""
 
     def target(self) -> dict:
-        """The fields that shape the `prune` stage's student (not the second, depth-pruned one)."""
-        return {k: v for k, v in self.__dict__.items() if k != "depth_layers"}
+        """The fields that shape the `prune` stage's student (not the second, depth-pruned one). An unset
+        `num_experts` is left out, so recipes written before it keep their stages' fingerprints."""
+        return {k: v for k, v in self.__dict__.items()
+                if k != "depth_layers" and not (k == "num_experts" and v is None)}
+
+    def width_target(self):
+        """The width axes as `minitron.core.arch.WidthTarget`."""
+        from minitron.core.arch import WidthTarget
+
+        return WidthTarget(self.hidden_size, self.ffn_hidden_size, self.num_heads, self.num_kv_heads,
+                           self.num_experts)
 
 
 @dataclass

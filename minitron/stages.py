@@ -12,11 +12,10 @@ def param_change(recipe, target) -> str:
     """Teacher and `target` (a PruneSpec) parameter counts, from the teacher's config alone (meta device)."""
     from transformers import AutoConfig
 
-    from minitron.core.arch import WidthTarget, human_count, target_counts
+    from minitron.core.arch import human_count, target_counts
 
-    counts = target_counts(AutoConfig.from_pretrained(recipe.teacher_config),
-                           WidthTarget(target.hidden_size, target.ffn_hidden_size, target.num_heads,
-                                       target.num_kv_heads), target.num_layers)
+    counts = target_counts(AutoConfig.from_pretrained(recipe.teacher_config), target.width_target(),
+                           target.num_layers)
     return f"{human_count(counts['source']['params'])} -> {human_count(counts['target']['params'])} params"
 
 

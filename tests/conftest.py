@@ -11,15 +11,23 @@ from minitron.compress.tokenizer import train_tokenizer
 
 FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "nemotron"]
 EXACT_FAMILIES = [f for f in FAMILIES if f != "nemotron"]
+MOE_FAMILIES = ["mixtral", "qwen3_moe"]
+"""Mixture-of-experts families: their experts replace the dense MLP the FAMILIES' tests reach into."""
 """Families whose hidden-channel pruning equals masking; Nemotron's LayerNorm centres over the channels."""
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
                  "qwen3": "Qwen3ForCausalLM", "gemma2": "Gemma2ForCausalLM", "gemma3_text": "Gemma3ForCausalLM",
-                 "phi3": "Phi3ForCausalLM", "nemotron": "NemotronForCausalLM"}
+                 "phi3": "Phi3ForCausalLM", "nemotron": "NemotronForCausalLM", "mixtral": "MixtralForCausalLM",
+                 "qwen3_moe": "Qwen3MoeForCausalLM"}
 
 
-def _family_settings(family: str, layers: int, head_dim: int) -> dict:
+def _family_settings(family: str, layers: int, head_dim: int, ffn: int) -> dict:
     """Gemma's own fields: its query scaling, and sliding layers alternating with full ones, with a window
-    shorter than the test sequences so the two kinds differ."""
+    shorter than the test sequences so the two kinds differ. Experts: 4 per layer, 2 per token; Mixtral
+    renormalizes the two routing weights, this Qwen3-MoE does not."""
+    if family == "mixtral":
+        return {"num_local_experts": 4, "num_experts_per_tok": 2}
+    if family == "qwen3_moe":
+        return {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": ffn, "norm_topk_prob": False}
     if not family.startswith("gemma"):
         return {}
     return {"query_pre_attn_scalar": head_dim, "sliding_window": 8,
@@ -46,7 +54,7 @@ def tiny_config(family: str = "llama", *, tie: bool = False, hidden: int = 48, h
         family, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers, num_attention_heads=heads,
         num_key_value_heads=kv_heads, head_dim=head_dim, vocab_size=vocab, max_position_embeddings=positions,
         tie_word_embeddings=tie, bos_token_id=0, eos_token_id=1, pad_token_id=2, rms_norm_eps=1e-6, norm_eps=1e-6,
-        **_family_settings(family, layers, head_dim),
+        **_family_settings(family, layers, head_dim, ffn),
     )
     cfg.architectures = [ARCHITECTURES[family]]
     return cfg
@@ -71,3 +79,23 @@ def tiny_model(family: str = "llama", seed: int = 0, **kw):
 
 def sample_ids(vocab: int = 384, batch: int = 2, seq: int = 16, seed: int = 1) -> torch.Tensor:
     return torch.randint(3, vocab, (batch, seq), generator=torch.Generator().manual_seed(seed))
+
+
+def logits(model, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def flat_importance(model, **low):
+    """Every unit scores 1 except the ones listed in `low` (name -> index expression), which score 0."""
+    from minitron.compress.importance import Importance
+    from minitron.core.arch import Dims
+
+    d = Dims.of(model.config)
+    experts = (d.experts,) if d.experts else ()
+    imp = Importance(hidden=torch.ones(d.hidden), ffn=torch.ones(d.layers, *experts, d.ffn),
+                     heads=torch.ones(d.layers, d.heads), layers=torch.ones(d.layers),
+                     experts=torch.ones(d.layers, d.experts) if d.experts else None)
+    for name, index in low.items():
+        getattr(imp, name)[index] = 0.0
+    return imp

@@ -59,10 +59,12 @@ def arch(
     ffn_hidden_size: Annotated[Optional[int], typer.Option("--ffn-hidden-size")] = None,
     num_heads: Annotated[Optional[int], typer.Option("--num-heads")] = None,
     num_kv_heads: Annotated[Optional[int], typer.Option("--num-kv-heads")] = None,
+    num_experts: Annotated[Optional[int], typer.Option("--num-experts")] = None,
     num_layers: Annotated[Optional[int], typer.Option("--num-layers")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ):
-    """Parameter counts (total and non-embedding) of a source config and a pruning target, on the meta device."""
+    """Parameter counts (total, non-embedding, and active per token with experts) of a source config and a pruning
+    target, on the meta device."""
     from minitron.core.arch import WidthTarget, human_count, target_counts
     from minitron.core.model_io import read_config
     from minitron.recipe import load_recipe
@@ -73,18 +75,19 @@ def arch(
         target = spec.prune
         hidden_size, ffn_hidden_size = hidden_size or target.hidden_size, ffn_hidden_size or target.ffn_hidden_size
         num_heads, num_kv_heads = num_heads or target.num_heads, num_kv_heads or target.num_kv_heads
-        num_layers = num_layers or target.num_layers
+        num_experts, num_layers = num_experts or target.num_experts, num_layers or target.num_layers
     if config is None:
         raise BadInput("pass --config PATH (a config.json) or --recipe PATH")
     result = target_counts(read_config(config),
-                           WidthTarget(hidden_size, ffn_hidden_size, num_heads, num_kv_heads), num_layers)
+                           WidthTarget(hidden_size, ffn_hidden_size, num_heads, num_kv_heads, num_experts), num_layers)
     if as_json:
         typer.echo(json.dumps(result))
         return
     for side in ("source", "target"):
         counts = result[side]
+        active = f"  {human_count(counts['active_params']):>9s} active" if "active_params" in counts else ""
         typer.echo(f"{side:7s} {human_count(counts['params']):>9s} params  "
-                   f"{human_count(counts['non_embedding_params']):>9s} non-embedding")
+                   f"{human_count(counts['non_embedding_params']):>9s} non-embedding{active}")
     typer.echo(f"target  {result['target']['dims']}")
 
 
@@ -119,6 +122,9 @@ def prune_width(
     ffn_hidden_size: Annotated[Optional[int], typer.Option("--ffn-hidden-size", help="Target MLP neurons.")] = None,
     num_heads: Annotated[Optional[int], typer.Option("--num-heads", help="Target query heads.")] = None,
     num_kv_heads: Annotated[Optional[int], typer.Option("--num-kv-heads", help="Target KV groups.")] = None,
+    num_experts: Annotated[Optional[int], typer.Option(
+        "--num-experts", help="Target experts per layer (mixture-of-experts models; --ffn-hidden-size is then "
+                              "each expert's width).")] = None,
     importance_file: Annotated[Optional[Path], typer.Option(
         "--importance", help="Scores from `minitron importance`; skips estimation and --calib.")] = None,
     num_samples: NumSamples = 1024,
@@ -140,7 +146,7 @@ def prune_width(
     from minitron.compress.prune import prune_width as run
     from minitron.core.arch import WidthTarget
 
-    run(model, out, WidthTarget(hidden_size, ffn_hidden_size, num_heads, num_kv_heads), calib=calib,
+    run(model, out, WidthTarget(hidden_size, ffn_hidden_size, num_heads, num_kv_heads, num_experts), calib=calib,
         importance_file=importance_file, ranking=ranking, num_samples=num_samples, seq_len=seq_len,
         batch_size=batch_size, seq_agg=seq_agg, batch_agg=batch_agg, rescale_norms=not no_rescale_norms,
         device=device, precision=precision, seed=seed, overwrite=overwrite)

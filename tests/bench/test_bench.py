@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import tiny_model
-from minitron.bench import ideal, records, report, target, workload
+from minitron.bench import records, report, target, workload
+from minitron.core.cost import token_cost
 from minitron.core.model_io import save_checkpoint
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -109,21 +110,21 @@ ARCH = {"hidden": 64, "ffn": 128, "heads": 4, "kv_heads": 2, "head_dim": 16, "la
 
 def test_token_cost_by_hand():
     # ISL 2, OSL 3, batch 1, fp32: prefill 2 tokens + 2 decode steps
-    cost = ideal.token_cost(ARCH, isl=2, osl=3, batch=1, weight_dtype="float32")
+    cost = token_cost(ARCH, isl=2, osl=3, batch=1, weight_dtype="float32")
     decoder, head, attn = 200_000, 64 * 100, 4 * 4 * 4 * 16
     flops = 2 * decoder * 4 + 2 * head * 3 + attn * ((1 + 2) + (3 + 4))
     kv = 2 * 4 * 2 * 16 * 4
     moved = (decoder + head) * 4 * 3 + kv * (2 + 3 + 4)
     assert cost["flops"] == pytest.approx(flops / 3) and cost["bytes"] == pytest.approx(moved / 3)
     # FP8 halves the decoder weights' bytes against BF16 but keeps the lm_head and an unpinned KV cache in BF16
-    bf16 = ideal.token_cost(ARCH, 2, 3, 1, "bfloat16")
-    fp8 = ideal.token_cost(ARCH, 2, 3, 1, "fp8")
+    bf16 = token_cost(ARCH, 2, 3, 1, "bfloat16")
+    fp8 = token_cost(ARCH, 2, 3, 1, "fp8")
     assert bf16["bytes"] - fp8["bytes"] == pytest.approx(decoder * 3 / 3)
     assert fp8["flops"] == bf16["flops"]
     # a bigger batch shares the weights, not the KV cache
-    assert ideal.token_cost(ARCH, 2, 3, 8, "bfloat16")["bytes"] < bf16["bytes"]
+    assert token_cost(ARCH, 2, 3, 8, "bfloat16")["bytes"] < bf16["bytes"]
     with pytest.raises(ValueError, match="no byte size for the weight dtype 'int3'"):
-        ideal.token_cost(ARCH, 2, 3, 1, "int3")
+        token_cost(ARCH, 2, 3, 1, "int3")
 
 
 def test_the_papers_depth_and_width_models_have_the_ideal_speedups_of_figure_10():
@@ -141,8 +142,8 @@ def test_the_papers_depth_and_width_models_have_the_ideal_speedups_of_figure_10(
 
     def average(student, key):
         grid = workload.parse_grid(workload.DEFAULT_GRID)
-        return sum(ideal.token_cost(teacher, i, o, 32, "fp8", "fp8")[key]
-                   / ideal.token_cost(student, i, o, 64, "fp8", "fp8")[key] for i, o in grid) / len(grid)
+        return sum(token_cost(teacher, i, o, 32, "fp8", "fp8")[key]
+                   / token_cost(student, i, o, 64, "fp8", "fp8")[key] for i, o in grid) / len(grid)
 
     assert 2.7 < average(depth, "bytes") < 3.0 and 1.8 < average(width, "bytes") < 2.2
     assert 1.85 < average(depth, "flops") < 2.0 and 1.7 < average(width, "flops") < 1.85

@@ -5,28 +5,33 @@ import copy
 import pandas as pd
 import pytest
 import torch
-from conftest import FAMILIES, sample_ids, tiny_model
+from conftest import FAMILIES, MOE_FAMILIES, logits, sample_ids, tiny_model
 from minitron.compress.depth import best_block, drop_layers, layers_removed, parse_layers, plot_scan, scan
+from minitron.compress.experts import expert_weights, sparse_block
 from minitron.compress.importance import estimate_importance
+from minitron.core.arch import Dims
+from minitron.core.families import check_supported
 from minitron.core.measure import Scorer, lm_loss_scorer
 from minitron.core.model_io import save_checkpoint
 from transformers import AutoModelForCausalLM
 
 
-def logits(model, ids):
-    with torch.no_grad():
-        return model(input_ids=ids).logits
-
-
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + MOE_FAMILIES)
 def test_removing_a_block_equals_skipping_it(family):
     model = tiny_model(family, layers=6)
     ids = sample_ids()
     skipped = copy.deepcopy(model)
     with torch.no_grad():  # a layer whose attention and MLP write nothing is skipped by the residual stream
         for i in (2, 3):
-            skipped.model.layers[i].self_attn.o_proj.weight.zero_()
-            skipped.model.layers[i].mlp.down_proj.weight.zero_()
+            layer = skipped.model.layers[i]
+            layer.self_attn.o_proj.weight.zero_()
+            family_of = check_supported(skipped.config)
+            if family_of.experts:
+                _, block = sparse_block(layer, family_of)
+                for j in range(Dims.of(skipped.config).experts):
+                    expert_weights(block, family_of, j)[2].zero_()
+            else:
+                layer.mlp.down_proj.weight.zero_()
     pruned = drop_layers(copy.deepcopy(model), [2, 3])
     assert pruned.config.num_hidden_layers == 4
     assert [layer.self_attn.layer_idx for layer in pruned.model.layers] == [0, 1, 2, 3]
@@ -36,7 +41,7 @@ def test_removing_a_block_equals_skipping_it(family):
     torch.testing.assert_close(logits(model, ids), logits(tiny_model(family, layers=6), ids))  # restored
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + MOE_FAMILIES)
 def test_depth_pruned_checkpoint_generates_with_a_kv_cache(family, tokenizer, tmp_path):
     pruned = drop_layers(tiny_model(family, tie=family == "qwen2"), [0, 3])
     save_checkpoint(pruned, tokenizer, tmp_path)

@@ -4,8 +4,8 @@ import copy
 
 import pytest
 import torch
-from conftest import EXACT_FAMILIES, FAMILIES, sample_ids, tiny_model
-from minitron.compress.importance import Importance, estimate_importance
+from conftest import EXACT_FAMILIES, FAMILIES, flat_importance, logits, sample_ids, tiny_model
+from minitron.compress.importance import estimate_importance
 from minitron.compress.width import plan_width, prune_width
 from minitron.core.arch import Dims, WidthTarget
 from minitron.core.model_io import save_checkpoint
@@ -14,19 +14,6 @@ from transformers import AutoModelForCausalLM
 TOL = 1e-4
 
 
-def logits(model, ids):
-    with torch.no_grad():
-        return model(input_ids=ids).logits
-
-
-def flat_importance(model, **low) -> Importance:
-    """Every unit scores 1 except the ones listed in `low` (name -> index expression), which score 0."""
-    d = Dims.of(model.config)
-    imp = Importance(hidden=torch.ones(d.hidden), ffn=torch.ones(d.layers, d.ffn), heads=torch.ones(d.layers, d.heads),
-                     layers=torch.ones(d.layers))
-    for name, index in low.items():
-        getattr(imp, name)[index] = 0.0
-    return imp
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -9,7 +9,7 @@ from pathlib import Path
 import minitron.core.gguf as cg
 import pytest
 import torch
-from conftest import sample_ids, tiny_config, tiny_model
+from conftest import logits, sample_ids, tiny_config, tiny_model
 from gguf_fixture import write_header_only_gguf, write_tiny_gguf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -27,10 +27,6 @@ def tiny_llama(**kw):
     model.load_state_dict(tiny_model("llama", **kw).state_dict())
     return model.eval()
 
-
-def logits(model, ids):
-    with torch.no_grad():
-        return model(input_ids=ids).logits
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import FAMILIES, stdlib_texts, tiny_model
+from conftest import FAMILIES, MOE_FAMILIES, stdlib_texts, tiny_model
 from minitron.core.model_io import save_checkpoint
 from safetensors.torch import load_file
 
@@ -164,7 +164,7 @@ def test_real_fp8_gemms_match_fake_quantization():
     assert figures["per_layer_rel_diff_real_vs_fake"] < 0.6 * figures["per_layer_rel_diff_bf16_vs_fake"]
 
 
-@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "llama"])  # llama: the module's fixture
+@pytest.mark.parametrize("family", [f for f in FAMILIES + MOE_FAMILIES if f != "llama"])  # llama: the fixture
 def test_every_family_exports_fp8_and_names_unconfirmed_engines(family, tokenizer, tmp_path, monkeypatch):
     """ModelOpt's export is generic (no per-architecture list), so every family exports here; whether an engine
     serves it is the engines' business, and a deployment says where that is unconfirmed."""

@@ -214,7 +214,6 @@ class FiveOfTwentyLM(CodeOracleLM):
 def test_table_1_samples_both_code_tasks_as_the_paper_does():
     """"average pass@1 scores for HumanEval and MBPP ... temperature of 0.2 and ... top-p = 0.95"."""
     import yaml
-
     from minitron.evals.suites import load_suite
 
     folder = Path(code_exec.__file__).parent / "tasks" / "code"

@@ -172,9 +172,8 @@ def test_a_task_that_inherits_local_data_needs_no_hub():
 def test_the_openai_backend_names_the_extra_it_needs(monkeypatch):
     import importlib.util
 
-    from minitron.evals import backends
-
     import minitron.core.server
+    from minitron.evals import backends
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tenacity" else real(name, *a))
