@@ -44,7 +44,7 @@ def calibration_seq_len(config, seq_len: int | None) -> int:
     return seq_len
 
 
-def _calibration(calib: str | None, model_dir: str, config, seq_len: int | None, num_samples: int, seed: int):
+def calibration_set(calib: str | None, model_dir: str, config, seq_len: int | None, num_samples: int, seed: int):
     """Tokenize and sample the calibration set before any weight is loaded, so bad data fails fast."""
     from minitron.compress.data import calibration_blocks
     from transformers import AutoTokenizer
@@ -56,8 +56,9 @@ def _calibration(calib: str | None, model_dir: str, config, seq_len: int | None,
                               seed=seed)
 
 
-def _estimate(model_dir: str, blocks, batch_size: int, seq_agg: str, batch_agg: str, device: str,
-              precision: str = "auto"):
+def load_and_estimate(model_dir: str, blocks, batch_size: int, seq_agg: str, batch_agg: str, device: str,
+                      precision: str = "auto"):
+    """Load `model_dir` and estimate its importance on `blocks`: -> model, tokenizer, scores."""
     from minitron.compress.importance import estimate_importance
 
     model, tokenizer = load_model(model_dir, device=device)
@@ -79,8 +80,8 @@ def importance(model: str, calib: str | None, out: str | Path, num_samples: int 
                        f"{out / 'importance.safetensors'}")
     model = local_model(model)
     config = load_config(model)
-    blocks = _calibration(calib, model, config, seq_len, num_samples, seed)
-    _, _, scores = _estimate(model, blocks, batch_size, seq_agg, batch_agg, device, precision)
+    blocks = calibration_set(calib, model, config, seq_len, num_samples, seed)
+    _, _, scores = load_and_estimate(model, blocks, batch_size, seq_agg, batch_agg, device, precision)
     with atomic_file(out) as tmp:
         scores.save(tmp)
     log.info("importance of %d samples x %d tokens -> %s", scores.meta["num_samples"], scores.meta["seq_len"], out)
@@ -116,8 +117,8 @@ def prune_width(model: str, out: str | Path, target: WidthTarget, calib: str | N
         scores.check_matches(Dims.of(config))
         teacher, tokenizer = load_model(model, device=device)
     else:
-        blocks = _calibration(calib, model, config, seq_len, num_samples, seed)
-        teacher, tokenizer, scores = _estimate(model, blocks, batch_size, seq_agg, batch_agg, device, precision)
+        blocks = calibration_set(calib, model, config, seq_len, num_samples, seed)
+        teacher, tokenizer, scores = load_and_estimate(model, blocks, batch_size, seq_agg, batch_agg, device, precision)
     source_params = count_params(config)
     student = trim(teacher, scores, target, rescale_norms=rescale_norms)
     with output_dir(out, overwrite) as tmp:
@@ -152,7 +153,7 @@ def _scan(model: str, calib, num_layers: int, metric: str, metric_scorer: Scorer
         raise BadInput(f"--num-layers {num_layers} must lie in 1..{n - 1} (the model has {n} layers)")
     k = n - num_layers
     lengths = {k} | set(scan_lengths)
-    blocks = _calibration(calib, model, config, seq_len, num_samples, seed)
+    blocks = calibration_set(calib, model, config, seq_len, num_samples, seed)
     batches = list(blocks.batches(batch_size))
     teacher, tokenizer = load_model(model, device=device)
     context = {"batches": batches, "tokenizer": tokenizer, "device": device}

@@ -39,6 +39,7 @@ app = typer.Typer(help="Minitron: prune and distill a model family from one Hugg
 app.command("convert")(compress_cli.convert)
 app.command("arch")(compress_cli.arch)
 app.command("importance")(compress_cli.importance)
+app.command("search")(compress_cli.search)
 app.add_typer(compress_cli.prune_app, name="prune")
 app.command("distill")(compress_cli.distill)
 app.command("correct")(compress_cli.correct)

@@ -343,3 +343,53 @@ def plot(
     names = None if labels is None else [name.strip() for name in labels.split(",")]
     plot_curves(logs, names, out, metric=metric, x=x, title=title, ema=ema)
     typer.echo(f"wrote {out}")
+
+
+def search(
+    model: Model,
+    calib: Calib,
+    out: Out,
+    params: Annotated[Optional[str], typer.Option(
+        "--params", help="Total parameters: a count (79.7M, 4.5B) or a fraction of the teacher's (0.7).")] = None,
+    active_params: Annotated[Optional[str], typer.Option(
+        "--active-params", help="Parameters active per token (mixture-of-experts), the same way.")] = None,
+    memory: Annotated[Optional[float], typer.Option(
+        "--memory", help="GB for the weights and the KV cache of --batch sequences of --context tokens.")] = None,
+    latency: Annotated[Optional[float], typer.Option(
+        "--latency", help="Bytes moved per generated token relative to the teacher (e.g. 0.6).")] = None,
+    context: Annotated[int, typer.Option("--context", help="Prompt tokens, for --memory and --latency.")] = 4096,
+    batch: Annotated[int, typer.Option("--batch", help="Sequences decoded together, for --memory and --latency.")] = 1,
+    dtype: Annotated[str, typer.Option("--dtype", help="Deployed dtype, for --memory and --latency.")] = "bfloat16",
+    axes: Annotated[str, typer.Option(
+        "--axes", help="Comma-separated axes to search: hidden, ffn, heads, layers, experts. The default follows "
+                       "the paper: width before depth, heads kept.")] = "hidden,ffn",
+    steps: Annotated[int, typer.Option("--steps", help="Sizes per axis, from the teacher's to a quarter.")] = 8,
+    fill: Annotated[float, typer.Option(
+        "--fill", help="Drop candidates using less than this fraction of their tightest budget.")] = 0.9,
+    reference: Annotated[Optional[str], typer.Option(
+        "--reference", help="A hand-picked target to compare with, e.g. hidden=432,ffn=992[,layers=30].")] = None,
+    max_candidates: Annotated[int, typer.Option("--max-candidates", help="Score at most this many, largest first.")
+                              ] = 40,
+    eval_blocks: Annotated[int, typer.Option("--eval-blocks", help="Held-out blocks each candidate is scored on.")
+                           ] = 32,
+    distill_top: Annotated[int, typer.Option(
+        "--distill-top", help="Distil this many of the best for --distill-tokens each and rank them again.")] = 0,
+    distill_tokens: Annotated[Optional[int], typer.Option("--distill-tokens", help="Tokens per distillation.")
+                              ] = None,
+    num_samples: NumSamples = 256,
+    seq_len: SeqLen = None,
+    batch_size: BatchSize = 8,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+):
+    """Search for the best pruned student under a budget: candidates.csv, candidates.png, the winner in OUT/model."""
+    from minitron.compress.search import Budget
+    from minitron.compress.search import search as run
+
+    run(model, calib, out, Budget(params, active_params, memory, latency, context, batch, dtype),
+        axes=tuple(a.strip() for a in axes.split(",") if a.strip()), steps=steps, fill=fill, reference=reference,
+        max_candidates=max_candidates, num_samples=num_samples, eval_blocks=eval_blocks, seq_len=seq_len,
+        batch_size=batch_size, distill_top=distill_top, distill_tokens=distill_tokens, device=device,
+        precision=precision, seed=seed, overwrite=overwrite)
