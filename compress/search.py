@@ -1,11 +1,11 @@
 """The best student under a budget (`minitron search`): enumerate pruned architectures that fit, cut each from
 one importance estimate, rank them by held-out LM loss right after pruning, optionally distill the best few
-briefly and rank again; write the table, a plot and the winner.
+(and the reference) briefly and rank again; write the table, a plot and the winner.
 
     minitron search --model work/smollm2/corrected --calib work/smollm2/data --out work/search \
         --params 79.7M --reference hidden=432,ffn=992
     minitron search --model DIR --calib DATA --out DIR --params 0.7 --axes hidden,ffn,layers \
-        --distill-top 3 --distill-tokens 20000
+        --distill-top 3 --distill-tokens 24576 --distill-lr 3e-4
     # CPU smoke: tests/compress/test_search.py searches a tiny model in seconds
 
 Budgets (a candidate meets every one given):
@@ -23,7 +23,8 @@ depth (`axes` hidden and ffn), attention heads kept. A depth candidate drops the
 summed Block Influence (importance's layer scores), so no scan runs per candidate; `minitron prune depth`
 scans properly for the depth chosen. Scores come from blocks importance never saw (the data's validation
 split), paired block by block, so the winner's margin over a `reference` (a hand-picked target, e.g. the
-Minitron ratios) comes with its standard error.
+Minitron ratios) comes with its standard error: right after pruning, or after distillation when the best few
+and the reference are distilled (each for the same tokens, on the same data order).
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ class Candidate:
     loss: float | None = None
     distilled_loss: float | None = None
     block_losses: torch.Tensor | None = None
+    """Held-out loss per block right after pruning."""
+    distilled_block_losses: torch.Tensor | None = None
     reference: bool = False
 
     @property
@@ -256,24 +259,27 @@ def parse_reference(text: str) -> tuple[WidthTarget, int | None]:
 
 
 def _distill(teacher_dir: str, student, tokenizer, data: str, folder: Path, held_out, tokens: int, settings: dict,
-             device: str) -> float:
-    """Distil one candidate for `tokens` and return its held-out loss; its folder is removed afterwards."""
+             device: str, precision: str) -> torch.Tensor:
+    """Distil one candidate for `tokens` and return its held-out loss per block; its folder is removed after."""
     import dataclasses
     import shutil
 
     from minitron.compress.train import fit
     from minitron.compress.train_config import budgeted_config
-    from minitron.core.measure import lm_loss
+    from minitron.core.measure import sequence_losses
     from minitron.core.model_io import save_checkpoint
+    from minitron.core.precision import autocast
     from transformers import AutoModelForCausalLM
 
     save_checkpoint(student, tokenizer, folder / "student")
     cfg = budgeted_config(tokens, **settings)
     cfg = dataclasses.replace(cfg, warmup=max(1, cfg.steps // 10), eval_every=cfg.steps, save_every=cfg.steps)
     fit(str(folder / "student"), data, folder / "distilled", cfg, teacher_dir=teacher_dir, device=device)
-    loss = lm_loss(AutoModelForCausalLM.from_pretrained(folder / "distilled").to(device).eval(), held_out)
+    with autocast(device, precision):
+        losses = sequence_losses(AutoModelForCausalLM.from_pretrained(folder / "distilled").to(device).eval(),
+                                 held_out)
     shutil.rmtree(folder)
-    return loss
+    return losses
 
 
 def search(model: str, calib: str, out: str | Path, budget: Budget, axes=PAPER_AXES, steps: int = 8,
@@ -325,11 +331,13 @@ def search(model: str, calib: str, out: str | Path, budget: Budget, axes=PAPER_A
             c.loss = c.block_losses.mean().item()
     ranked = sorted(candidates, key=lambda c: c.loss)
     with output_dir(out, overwrite) as tmp:
-        if distill_top:
+        if distill_top:  # the best few and the reference, each for the same tokens, on the same data order
             settings = {"seq_len": seq, "global_batch": batch_size, "micro_batch": batch_size, **(distill or {})}
-            for i, c in enumerate(tqdm(ranked[:distill_top], desc="distil the best", unit="candidate")):
-                c.distilled_loss = _distill(model, cut(teacher, scores, c), tokenizer, calib, tmp / f"distill-{i}",
-                                            held_out, distill_tokens, settings, device)
+            for i, c in enumerate(tqdm(ranked[:distill_top] + references, desc="distil", unit="candidate")):
+                c.distilled_block_losses = _distill(model, cut(teacher, scores, c), tokenizer, calib,
+                                                    tmp / f"distill-{i}", held_out, distill_tokens, settings, device,
+                                                    precision)
+                c.distilled_loss = c.distilled_block_losses.mean().item()
             ranked = sorted(ranked[:distill_top], key=lambda c: c.distilled_loss) + ranked[distill_top:]
         winner = ranked[0]
         save_checkpoint(cut(teacher, scores, winner), tokenizer, tmp / "model")
@@ -337,9 +345,15 @@ def search(model: str, calib: str, out: str | Path, budget: Budget, axes=PAPER_A
         plot(ranked + references, winner, tmp / "candidates.png", f"Pruned candidates of {Path(model).name}")
         versus = {}
         for ref in references:  # paired over the held-out blocks: positive means the winner's loss is lower
-            delta, stderr = paired_difference((ref.block_losses - winner.block_losses).tolist())
             versus = {"reference": ref.label, "reference_params": ref.costs["params"], "reference_loss": ref.loss,
-                      "winner_lower_by": delta, "stderr": stderr, "winner_better": direction(delta, stderr)}
+                      "reference_distilled_loss": ref.distilled_loss}
+            for when, ours, theirs in (("after_pruning", winner.block_losses, ref.block_losses),
+                                       ("after_distillation", winner.distilled_block_losses,
+                                        ref.distilled_block_losses)):
+                if ours is not None:
+                    delta, stderr = paired_difference((theirs - ours).tolist())
+                    versus[when] = {"winner_lower_by": delta, "stderr": stderr,
+                                    "winner_better": direction(delta, stderr)}
         record = write_record(tmp, "search", seed=seed, source=str(model), calib=calib, budget=budget.__dict__,
                               limits=budget.limits(teacher_costs), axes=list(axes), steps=steps, fill=fill,
                               teacher=teacher_costs, candidates=len(ranked),
@@ -349,7 +363,8 @@ def search(model: str, calib: str, out: str | Path, budget: Budget, axes=PAPER_A
                               winner={"label": winner.label, **winner.costs, "loss": winner.loss,
                                       "distilled_loss": winner.distilled_loss}, versus_reference=versus or None)
     log.info("search: %d candidates; winner %s -> %s", len(ranked), describe(winner), out)
-    if versus:
-        log.info("against the reference %s (loss %.4f): the winner's loss is lower by %+.4f ± %.4f",
-                 versus["reference"], versus["reference_loss"], versus["winner_lower_by"], versus["stderr"])
+    for when in ("after_pruning", "after_distillation"):
+        if when in versus:
+            log.info("against the reference %s, %s: the winner's loss is lower by %+.4f ± %.4f", versus["reference"],
+                     when.replace("_", " "), versus[when]["winner_lower_by"], versus[when]["stderr"])
     return record

@@ -376,6 +376,7 @@ def search(
         "--distill-top", help="Distil this many of the best for --distill-tokens each and rank them again.")] = 0,
     distill_tokens: Annotated[Optional[int], typer.Option("--distill-tokens", help="Tokens per distillation.")
                               ] = None,
+    distill_lr: Annotated[float, typer.Option("--distill-lr", help="Peak learning rate (minimum: a tenth).")] = 1e-4,
     num_samples: NumSamples = 256,
     seq_len: SeqLen = None,
     batch_size: BatchSize = 8,
@@ -391,5 +392,6 @@ def search(
     run(model, calib, out, Budget(params, active_params, memory, latency, context, batch, dtype),
         axes=tuple(a.strip() for a in axes.split(",") if a.strip()), steps=steps, fill=fill, reference=reference,
         max_candidates=max_candidates, num_samples=num_samples, eval_blocks=eval_blocks, seq_len=seq_len,
-        batch_size=batch_size, distill_top=distill_top, distill_tokens=distill_tokens, device=device,
+        batch_size=batch_size, distill_top=distill_top, distill_tokens=distill_tokens,
+        distill={"lr": distill_lr, "min_lr": distill_lr / 10}, device=device,
         precision=precision, seed=seed, overwrite=overwrite)

@@ -91,8 +91,10 @@ def test_search_writes_the_best_candidate_and_compares_the_reference(tokenizer, 
     # the best by loss right after pruning was distilled and leads; the rest follow by that loss
     assert plain.loss.iloc[0] == plain.loss.min() and plain.loss.iloc[1:].is_monotonic_increasing
     assert table[table.reference].label.tolist() == ["h72 f160 q6 L4"]
-    versus = record["versus_reference"]
+    versus = record["versus_reference"]  # the reference was distilled too, and compared after it
     assert versus["reference_loss"] == pytest.approx(table[table.reference].loss.iloc[0])
+    assert {"after_pruning", "after_distillation"} <= set(versus)
+    assert table[table.reference].distilled_loss.notna().all()
     # the written winner is the candidate that was scored: its held-out loss reproduces the table's
     winner = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "model").eval()
     held_out = list(load_blocks(str(tmp_path / "data.txt"), AutoTokenizer.from_pretrained(tmp_path / "teacher"), 32)
