@@ -1,6 +1,6 @@
 """The best student under a budget (`minitron search`): enumerate pruned architectures that fit, cut each from
 one importance estimate, rank them by held-out LM loss right after pruning, optionally distill the best few
-(and the reference) briefly and rank again; write the table, a plot and the winner.
+(and the reference) briefly and rank again; write the winner as a checkpoint, the table and a plot beside it.
 
     minitron search --model work/smollm2/corrected --calib work/smollm2/data --out work/search \
         --params 79.7M --reference hidden=432,ffn=992
@@ -55,6 +55,8 @@ log = logging.getLogger("minitron")
 AXES = ("hidden", "ffn", "heads", "layers", "experts")
 PAPER_AXES = ("hidden", "ffn")
 """Width before depth, attention heads kept: the paper's findings (its Figure 7 and the 4B-Width recipe)."""
+SETTINGS = ("axes", "steps", "fill", "max_candidates", "eval_blocks", "reference")
+"""The search's own settings a recipe's `prune.budget` may give beside the `Budget` fields."""
 GENERATED_TOKENS = 128
 """Output length at which the latency budget compares bytes moved per token."""
 
@@ -287,8 +289,9 @@ def search(model: str, calib: str, out: str | Path, budget: Budget, axes=PAPER_A
            eval_blocks: int = 32, seq_len: int | None = None, batch_size: int = 8, distill_top: int = 0,
            distill_tokens: int | None = None, distill: dict | None = None, device: str = "cpu",
            precision: str = "auto", seed: int = 0, overwrite: bool = False) -> dict:
-    """Enumerate, cut and rank the candidates; write `candidates.csv`, `candidates.png`, the winner as a HF
-    checkpoint in `model/` and `minitron.json` to `out`. Returns the record."""
+    """Enumerate, cut and rank the candidates; write the winner as a HF checkpoint in `out` (so the folder is a
+    pruned model, as `prune_width` writes one), with `candidates.csv`, `candidates.png` and `minitron.json`
+    beside it. Returns the record."""
     from minitron.compress.data import load_blocks
     from minitron.compress.prune import calibration_seq_len, calibration_set, load_and_estimate
     from minitron.core.gguf import local_model
@@ -340,7 +343,7 @@ def search(model: str, calib: str, out: str | Path, budget: Budget, axes=PAPER_A
                 c.distilled_loss = c.distilled_block_losses.mean().item()
             ranked = sorted(ranked[:distill_top], key=lambda c: c.distilled_loss) + ranked[distill_top:]
         winner = ranked[0]
-        save_checkpoint(cut(teacher, scores, winner), tokenizer, tmp / "model")
+        save_checkpoint(cut(teacher, scores, winner), tokenizer, tmp)
         table(ranked + references).to_csv(tmp / "candidates.csv", index=False, float_format="%.6g")
         plot(ranked + references, winner, tmp / "candidates.png", f"Pruned candidates of {Path(model).name}")
         versus = {}

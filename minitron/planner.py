@@ -73,7 +73,9 @@ class Planner:
             stages.append(self.correct())
             self.teacher, self.teacher_needs = self.root / kinds.CORRECT.folder, (kinds.CORRECT.name,) + self.base
         p = recipe.prune
-        if p.method == "width":
+        if p.budget is not None:
+            stages.append(self.search())
+        elif p.method == "width":
             stages.append(self.width_prune(kinds.PRUNE, self.teacher, self.teacher_needs))
         else:
             stages.append(self.depth_prune(kinds.PRUNE, p.num_layers))
@@ -155,6 +157,23 @@ class Planner:
                                    "calib": self.data, "ranking": ranking, "overwrite": True, "device": self.device,
                                    "precision": self.precision, "seed": seed, **self.calib},
                      f"width pruning by {ranking} ranking, {stage_work.param_change(self.recipe, p)}", needs=needs)
+
+    def search(self) -> Stage:
+        """The width student chosen by `minitron search` under the recipe's budget, written where `width_prune`
+        would write it."""
+        from minitron.compress.search import SETTINGS, Budget, search
+
+        budget, out = dict(self.recipe.prune.budget), self.root / stage_kinds.PRUNE.folder
+        settings = {k: budget.pop(k) for k in SETTINGS if k in budget}
+        if isinstance(settings.get("axes"), str):
+            settings["axes"] = tuple(a.strip() for a in settings["axes"].split(","))
+        return Stage(stage_kinds.PRUNE.name, out, {"budget": self.recipe.prune.budget, **self.calib,
+                                                   "precision": self.precision},
+                     search, {"model": str(self.teacher), "calib": self.data, "out": out, "budget": Budget(**budget),
+                              **settings, **self.calib, "device": self.device, "precision": self.precision,
+                              "overwrite": True},
+                     f"width student chosen by `minitron search` under {self.recipe.prune.budget}",
+                     needs=self.teacher_needs)
 
     def scan_settings(self, section: dict) -> dict:
         """The depth scan's settings from `section` (importance, or findings.depth_scan over importance)."""

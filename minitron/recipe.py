@@ -39,6 +39,10 @@ class PruneSpec:
     """Experts kept per layer (mixture-of-experts teachers)."""
     num_layers: int | None = None
     """Layers kept by a depth prune."""
+    budget: dict | None = None
+    """Instead of the sizes above, a budget for `minitron search` to choose them (method width): the fields of
+    `minitron.compress.search.Budget` (params, active_params, memory_gb, latency, context, batch, dtype) and
+    the search's settings (axes, steps, fill, max_candidates, eval_blocks, reference)."""
     depth_layers: int | None = None
     """With method 'width': also a depth-pruned student that keeps this many layers (the contiguous block the scan
     finds is removed), set to about the width student's size: the paper's width-vs-depth pair (Figure 7)."""
@@ -47,7 +51,7 @@ class PruneSpec:
         """The fields that shape the `prune` stage's student (not the second, depth-pruned one). An unset
         `num_experts` is left out, so recipes written before it keep their stages' fingerprints."""
         return {k: v for k, v in self.__dict__.items()
-                if k != "depth_layers" and not (k == "num_experts" and v is None)}
+                if k != "depth_layers" and not (k in ("num_experts", "budget") and v is None)}
 
     def width_target(self):
         """The width axes as `minitron.core.arch.WidthTarget`."""
@@ -185,6 +189,27 @@ def _check_values(data: dict, path: Path) -> None:
         raise BadInput(f"{path}: {err}") from None
 
 
+def _check_budget(prune: PruneSpec, data: dict, path: Path) -> None:
+    """A budget replaces the width sizes, needs width pruning, and names only what the search understands."""
+    import dataclasses
+
+    from minitron.compress.search import SETTINGS, Budget
+
+    allowed = {f.name for f in dataclasses.fields(Budget)} | set(SETTINGS)
+    unknown = set(prune.budget) - allowed
+    if unknown:
+        raise BadInput(f"{path}: prune.budget: unknown field(s) {', '.join(sorted(unknown))}; allowed: "
+                       f"{', '.join(sorted(allowed))}")
+    sizes = [k for k in ("hidden_size", "ffn_hidden_size", "num_heads", "num_kv_heads", "num_experts")
+             if getattr(prune, k) is not None]
+    if sizes or prune.method != "width":
+        raise BadInput(f"{path}: prune.budget lets `minitron search` choose the width sizes: drop "
+                       f"{', '.join(sizes) or 'method: depth'} from prune, or drop the budget")
+    if data.get("findings"):
+        raise BadInput(f"{path}: findings compare students of fixed sizes (their random and magnitude baselines "
+                       "cut the same ones): give prune's sizes instead of a budget")
+
+
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     data = _read(path)
@@ -204,6 +229,8 @@ def load_recipe(path: str | Path) -> Recipe:
     if prune.depth_layers is not None and prune.method != "width":
         raise BadInput(f"{path}: prune.depth_layers adds a depth-pruned student beside a width-pruned one: "
                          "set prune.method: width, or drop depth_layers")
+    if prune.budget is not None:
+        _check_budget(prune, data, path)
     for section in ("correct", "distill"):
         if section in data:
             data[section] = _training(data[section], f"{path}: {section}")

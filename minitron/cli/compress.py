@@ -73,6 +73,9 @@ def arch(
         spec = load_recipe(recipe)
         config = spec.teacher_config
         target = spec.prune
+        if target.budget is not None:
+            raise BadInput(f"{recipe} names a budget, so `minitron search` picks its sizes when it runs; count a "
+                           "target here with --config and --hidden-size, --ffn-hidden-size, ...")
         hidden_size, ffn_hidden_size = hidden_size or target.hidden_size, ffn_hidden_size or target.ffn_hidden_size
         num_heads, num_kv_heads = num_heads or target.num_heads, num_kv_heads or target.num_kv_heads
         num_experts, num_layers = num_experts or target.num_experts, num_layers or target.num_layers
@@ -385,7 +388,8 @@ def search(
     seed: Seed = 0,
     overwrite: Overwrite = False,
 ):
-    """Search for the best pruned student under a budget: candidates.csv, candidates.png, the winner in OUT/model."""
+    """Search for the best pruned student under a budget: the winner as a checkpoint in OUT, with candidates.csv
+    and candidates.png beside it."""
     from minitron.compress.search import Budget
     from minitron.compress.search import search as run
 

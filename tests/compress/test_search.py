@@ -96,7 +96,7 @@ def test_search_writes_the_best_candidate_and_compares_the_reference(tokenizer, 
     assert {"after_pruning", "after_distillation"} <= set(versus)
     assert table[table.reference].distilled_loss.notna().all()
     # the written winner is the candidate that was scored: its held-out loss reproduces the table's
-    winner = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "model").eval()
+    winner = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     held_out = list(load_blocks(str(tmp_path / "data.txt"), AutoTokenizer.from_pretrained(tmp_path / "teacher"), 32)
                     .val.take(8).batches(4))
     with autocast("cpu", "auto"):  # as the search scored it

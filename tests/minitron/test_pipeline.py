@@ -240,3 +240,35 @@ def test_the_plan_says_where_an_engine_has_not_confirmed_the_family(recipe, toke
     described = {stage.name: stage.describe for stage in pipeline.plan(recipe)}
     assert "modelopt support for Gemma2ForCausalLM is unconfirmed" in described["quantize"]
     assert "trtllm support for Gemma2ForCausalLM is unconfirmed" in described["deploy"]
+
+
+def test_a_recipe_can_name_a_budget_instead_of_sizes(recipe):
+    """`prune.budget`: the search picks the width student, which distillation then trains."""
+    body = yaml.safe_load(recipe.read_text())
+    body["prune"] = {"method": "width", "budget": {"params": 0.8, "steps": 6, "fill": 0.6, "eval_blocks": 2}}
+    recipe.write_text(yaml.safe_dump(body))
+    stages = {stage.name: stage for stage in pipeline.plan(recipe)}
+    assert "minitron search" in stages["prune"].describe
+    pipeline.run(recipe)
+    work = recipe.parent / "work" / "tiny-test"
+    searched = json.loads((work / "pruned" / "minitron.json").read_text())
+    assert searched["stage"] == "search" and (work / "pruned" / "candidates.csv").is_file()
+    assert searched["winner"]["params"] <= 0.8 * searched["teacher"]["params"]
+    assert json.loads((work / "distilled" / "minitron.json").read_text())["student"].endswith("pruned")
+
+
+@pytest.mark.parametrize("prune,message", [
+    ({"method": "width", "hidden_size": 36, "budget": {"params": 0.7}}, "drop hidden_size from prune"),
+    ({"method": "width", "budget": {"parms": 0.7}}, "prune.budget: unknown field"),
+    ({"method": "depth", "num_layers": 3, "budget": {"params": 0.7}}, "drop method: depth"),
+])
+def test_a_budget_is_checked_when_the_recipe_loads(recipe, prune, message):
+    from minitron.core.errors import BadInput
+
+    from minitron.recipe import load_recipe
+
+    body = yaml.safe_load(recipe.read_text())
+    body["prune"] = prune
+    recipe.write_text(yaml.safe_dump(body))
+    with pytest.raises(BadInput, match=message):
+        load_recipe(recipe)
