@@ -14,6 +14,7 @@ Budgets (a candidate meets every one given):
 - `memory_gb`: weights plus the KV cache of `batch` sequences of `context` tokens, in `dtype`;
 - `latency`: the student's bytes moved per generated token over the teacher's (`core.cost`), for `batch`
   requests of `context` prompt tokens and 128 generated: 0.6 asks for a student that could decode 1/0.6 as fast.
+  Decoding is bound by bytes moved; the FLOPs ratio (what bounds a compute-bound prefill) is in the table too.
 
 Candidates: each allowed axis takes `steps` sizes from the teacher's down to a quarter of it, aligned as the
 kernels and transformers want (hidden: multiples of the query heads and of 8; FFN: of 32; query heads: of the
@@ -142,8 +143,9 @@ def measure(config, dims: Dims, layers: int, budget: Budget, teacher_cost: dict 
     kv = kv_bytes_per_token(layers, dims.kv_heads, dims.head_dim, value) * budget.context * budget.batch
     arch = {**Dims.of(derived).__dict__, **counts}
     cost = token_cost(arch, budget.context, GENERATED_TOKENS, budget.batch, budget.dtype, budget.dtype)
+    ratio = {key: cost[key] / teacher_cost[f"{key}_per_token"] if teacher_cost else 1.0 for key in cost}
     return {**counts, "memory_gb": (counts["params"] * value + kv) / 1e9, "bytes_per_token": cost["bytes"],
-            "latency": cost["bytes"] / teacher_cost["bytes_per_token"] if teacher_cost else 1.0}
+            "flops_per_token": cost["flops"], "latency": ratio["bytes"], "flops_ratio": ratio["flops"]}
 
 
 def _sizes(source: int, steps: int, multiple: int) -> list[int]:
@@ -233,7 +235,7 @@ def table(candidates: list[Candidate]) -> pd.DataFrame:
         t = c.target
         rows.append({"rank": rank, "label": c.label, "reference": c.reference, "hidden": t.hidden_size,
                      "ffn": t.intermediate_size, "heads": t.num_attention_heads, "layers": c.layers,
-                     "experts": t.num_experts, **{k: v for k, v in c.costs.items() if k != "bytes_per_token"},
+                     "experts": t.num_experts, **{k: v for k, v in c.costs.items() if not k.endswith("_per_token")},
                      "loss": c.loss, "distilled_loss": c.distilled_loss})
     return pd.DataFrame(rows)
 

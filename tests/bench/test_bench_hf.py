@@ -4,7 +4,7 @@ run, exact lengths, resume, the report with measured beside ideal speedups, and 
 import pytest
 import torch
 import typer
-from conftest import sample_ids, tiny_model
+from conftest import FAMILIES, MOE_FAMILIES, sample_ids, tiny_model
 from minitron.bench.hf import generate_batch
 from minitron.bench.records import RECORDS_NAME, read_records
 from minitron.compress.depth import drop_layers
@@ -38,8 +38,9 @@ def swept(models, tmp_path_factory):
     return out
 
 
-def test_generate_batch_makes_exactly_osl_tokens_and_times_them():
-    model = tiny_model(layers=2)
+@pytest.mark.parametrize("family", FAMILIES + MOE_FAMILIES)
+def test_generate_batch_makes_exactly_osl_tokens_and_times_them(family):
+    model = tiny_model(family, layers=2)
     with torch.inference_mode():
         timing = generate_batch(model, sample_ids(batch=3, seq=16), osl=12)
     assert timing.new_tokens == 12 and 0 < timing.ttft_s < timing.elapsed_s

@@ -193,3 +193,13 @@ def test_ifeval_is_the_papers_average_of_four_accuracies():
                "prompt_level_loose_acc_stderr,none": 0.04, "inst_level_loose_acc_stderr,none": 0.04}
     _average(results, task)
     assert results["average,none"] == pytest.approx(0.65) and results["average_stderr,none"] == pytest.approx(0.03)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "phi3", "mixtral"])  # soft-capped, fused, experts
+def test_other_families_run_through_the_harness(family, tokenizer, tmp_path):
+    save_checkpoint(tiny_model(family, layers=2, positions=512), tokenizer, tmp_path / "model")
+    suite = suite_file(tmp_path, "two", 0)
+    assert cli.main(["eval", "run", "--model", str(tmp_path / "model"), "--suite", str(suite), "--out",
+                     str(tmp_path / "run"), "--limit", "4"]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())["results"]
+    assert {"minitron_fixture_winogrande", "minitron_fixture_gsm8k"} <= set(results)
