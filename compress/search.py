@@ -16,16 +16,19 @@ Budgets (a candidate meets every one given):
   requests of `context` prompt tokens and 128 generated: 0.6 asks for a student that could decode 1/0.6 as fast.
   Decoding is bound by bytes moved; the FLOPs ratio (what bounds a compute-bound prefill) is in the table too.
 
-Candidates: each allowed axis takes `steps` sizes from the teacher's down to a quarter of it, aligned as the
-kernels and transformers want (hidden: multiples of the query heads and of 8; FFN: of 32; query heads: of the
-KV groups; experts: at least top-k); a combination that uses less than `fill` of its tightest budget is
+Candidates: the hidden, FFN, layer and expert axes take `steps` sizes from the teacher's down to a quarter of
+it, aligned as the kernels and transformers want (hidden: multiples of 8 and of the query heads; FFN: of 32;
+experts: at least top-k); query heads take every count their KV groups divide, and KV groups every divisor of
+the teacher's (`axes` heads, kv_heads). A combination that uses less than `fill` of its tightest budget is
 dropped, since a smaller student is not a contender. The paper's preferences are the defaults: width before
 depth (`axes` hidden and ffn), attention heads kept. A depth candidate drops the contiguous block of lowest
 summed Block Influence (importance's layer scores), so no scan runs per candidate; `minitron prune depth`
 scans properly for the depth chosen. Scores come from blocks importance never saw (the data's validation
 split), paired block by block, so the winner's margin over a `reference` (a hand-picked target, e.g. the
 Minitron ratios) comes with its standard error: right after pruning, or after distillation when the best few
-and the reference are distilled (each for the same tokens, on the same data order).
+and the reference are distilled (each for the same tokens, on the same data order). With `metric` (a task, as
+`minitron prune depth --metric` takes) the candidates are ranked by that task instead, the loss breaking ties;
+after distillation they are ranked by loss.
 """
 
 from __future__ import annotations
@@ -53,10 +56,10 @@ from minitron.core.errors import BadInput
 
 log = logging.getLogger("minitron")
 
-AXES = ("hidden", "ffn", "heads", "layers", "experts")
+AXES = ("hidden", "ffn", "heads", "kv_heads", "layers", "experts")
 PAPER_AXES = ("hidden", "ffn")
 """Width before depth, attention heads kept: the paper's findings (its Figure 7 and the 4B-Width recipe)."""
-SETTINGS = ("axes", "steps", "fill", "max_candidates", "eval_blocks", "reference")
+SETTINGS = ("axes", "steps", "fill", "max_candidates", "eval_blocks", "reference", "metric")
 """The search's own settings a recipe's `prune.budget` may give beside the `Budget` fields."""
 GENERATED_TOKENS = 128
 """Output length at which the latency budget compares bytes moved per token."""
@@ -122,6 +125,8 @@ class Candidate:
     layers: int
     costs: dict = field(default_factory=dict)
     loss: float | None = None
+    task: float | None = None
+    """The `metric` task's score right after pruning, when the search ranks by a task."""
     distilled_loss: float | None = None
     block_losses: torch.Tensor | None = None
     """Held-out loss per block right after pruning."""
@@ -131,8 +136,9 @@ class Candidate:
     @property
     def label(self) -> str:
         t = self.target
+        groups = f" kv{t.num_key_value_heads}" if t.num_key_value_heads else ""
         experts = f" e{t.num_experts}" if t.num_experts else ""
-        return f"h{t.hidden_size} f{t.intermediate_size} q{t.num_attention_heads} L{self.layers}{experts}"
+        return f"h{t.hidden_size} f{t.intermediate_size} q{t.num_attention_heads}{groups} L{self.layers}{experts}"
 
 
 def measure(config, dims: Dims, layers: int, budget: Budget, teacher_cost: dict | None = None) -> dict:
@@ -170,17 +176,18 @@ def enumerate_candidates(config, budget: Budget, axes=PAPER_AXES, steps: int = 8
     teacher = measure(config, src, src.layers, budget)
     limits = budget.limits(teacher)
     align = 8 if src.experts else 1  # grouped expert GEMMs want multiples of 8
-    heads = _sizes(src.heads, steps, src.kv_heads) if "heads" in axes else [src.heads]
+    groups = [g for g in range(src.kv_heads, 0, -1) if src.kv_heads % g == 0] if "kv_heads" in axes else [None]
     grid = itertools.product(
         _sizes(src.hidden, steps, math.lcm(8, align)) if "hidden" in axes else [src.hidden],
-        _sizes(src.ffn, steps, 32) if "ffn" in axes else [src.ffn], heads,
+        _sizes(src.ffn, steps, 32) if "ffn" in axes else [src.ffn],
+        range(src.heads, 0, -1) if "heads" in axes else [src.heads], groups,
         _sizes(src.layers, steps, 1) if "layers" in axes else [src.layers],
         [e for e in _sizes(src.experts, steps, 1) if e >= src.top_k] if "experts" in axes else [None])
     kept = []
-    for hidden, ffn, n_heads, layers, experts in grid:
-        if hidden % n_heads:
-            continue  # transformers wants hidden a multiple of the query heads
-        target = WidthTarget(hidden, ffn, n_heads, None, experts)
+    for hidden, ffn, n_heads, kv_heads, layers, experts in grid:
+        if hidden % n_heads or n_heads % (kv_heads or src.kv_heads):
+            continue  # transformers wants hidden a multiple of the query heads, and those of the KV groups
+        target = WidthTarget(hidden, ffn, n_heads, kv_heads, experts)
         try:
             costs = measure(config, target.resolve(src), layers, budget, teacher)
         except BadInput:
@@ -235,8 +242,9 @@ def table(candidates: list[Candidate]) -> pd.DataFrame:
         t = c.target
         rows.append({"rank": rank, "label": c.label, "reference": c.reference, "hidden": t.hidden_size,
                      "ffn": t.intermediate_size, "heads": t.num_attention_heads, "layers": c.layers,
-                     "experts": t.num_experts, **{k: v for k, v in c.costs.items() if not k.endswith("_per_token")},
-                     "loss": c.loss, "distilled_loss": c.distilled_loss})
+                     "kv_heads": t.num_key_value_heads, "experts": t.num_experts,
+                     **{k: v for k, v in c.costs.items() if not k.endswith("_per_token")},
+                     "loss": c.loss, "task": c.task, "distilled_loss": c.distilled_loss})
     return pd.DataFrame(rows)
 
 
@@ -289,8 +297,9 @@ def _distill(teacher_dir: str, student, tokenizer, data: str, folder: Path, held
 def search(model: str, calib: str, out: str | Path, budget: Budget, axes=PAPER_AXES, steps: int = 8,
            fill: float = 0.9, reference: str | None = None, max_candidates: int = 40, num_samples: int = 256,
            eval_blocks: int = 32, seq_len: int | None = None, batch_size: int = 8, distill_top: int = 0,
-           distill_tokens: int | None = None, distill: dict | None = None, device: str = "cpu",
-           precision: str = "auto", seed: int = 0, overwrite: bool = False) -> dict:
+           distill_tokens: int | None = None, distill: dict | None = None, metric: str = "lm-loss",
+           metric_scorer=None, device: str = "cpu", precision: str = "auto", seed: int = 0,
+           overwrite: bool = False) -> dict:
     """Enumerate, cut and rank the candidates; write the winner as a HF checkpoint in `out` (so the folder is a
     pruned model, as `prune_width` writes one), with `candidates.csv`, `candidates.png` and `minitron.json`
     beside it. Returns the record."""
@@ -306,6 +315,8 @@ def search(model: str, calib: str, out: str | Path, budget: Budget, axes=PAPER_A
     from transformers import AutoTokenizer
 
     out = check_output_dir(out, overwrite, reads=(model, calib))
+    if metric != "lm-loss" and metric_scorer is None:
+        raise BadInput(f"metric {metric!r} needs its scorer (minitron.evals.scorers.depth_scorer({metric!r}))")
     if distill_top < 0 or (distill_top and not distill_tokens):
         raise BadInput("--distill-top K needs --distill-tokens N (the budget each of the K students distils for)")
     model = local_model(model)
@@ -330,11 +341,15 @@ def search(model: str, calib: str, out: str | Path, budget: Budget, axes=PAPER_A
         raise BadInput(f"{calib} has no validation blocks of {seq} tokens to score candidates on: pass more data "
                        "or a shorter --seq-len")
     teacher, tokenizer, scores = load_and_estimate(model, calibration, batch_size, "mean", "l2", device, precision)
+    task = metric_scorer(batches=held_out, tokenizer=tokenizer, device=device) if metric_scorer else None
     with autocast(device, precision):
         for c in tqdm(candidates + references, desc="search", unit="candidate"):
-            c.block_losses = sequence_losses(cut(teacher, scores, c), held_out)
+            student = cut(teacher, scores, c)
+            c.block_losses = sequence_losses(student, held_out)
             c.loss = c.block_losses.mean().item()
-    ranked = sorted(candidates, key=lambda c: c.loss)
+            c.task = task.fn(student) if task else None
+    sign = -1 if task and task.higher_is_better else 1
+    ranked = sorted(candidates, key=lambda c: (sign * c.task, c.loss) if task else c.loss)
     with output_dir(out, overwrite) as tmp:
         if distill_top:  # the best few and the reference, each for the same tokens, on the same data order
             settings = {"seq_len": seq, "global_batch": batch_size, "micro_batch": batch_size, **(distill or {})}
@@ -363,7 +378,7 @@ def search(model: str, calib: str, out: str | Path, budget: Budget, axes=PAPER_A
                               limits=budget.limits(teacher_costs), axes=list(axes), steps=steps, fill=fill,
                               teacher=teacher_costs, candidates=len(ranked),
                               held_out_blocks=sum(len(b) for b in held_out), importance=scores.meta,
-                              reference=reference, distill_top=distill_top,
+                              reference=reference, metric=metric, distill_top=distill_top,
                               distill_tokens=distill_tokens,
                               winner={"label": winner.label, **winner.costs, "loss": winner.loss,
                                       "distilled_loss": winner.distilled_loss}, versus_reference=versus or None)

@@ -167,6 +167,10 @@ class Planner:
         settings = {k: budget.pop(k) for k in SETTINGS if k in budget}
         if isinstance(settings.get("axes"), str):
             settings["axes"] = tuple(a.strip() for a in settings["axes"].split(","))
+        if settings.get("metric", "lm-loss") != "lm-loss":
+            from minitron.evals.scorers import depth_scorer
+
+            settings["metric_scorer"] = depth_scorer(settings["metric"])
         return Stage(stage_kinds.PRUNE.name, out, {"budget": self.recipe.prune.budget, **self.calib,
                                                    "precision": self.precision},
                      search, {"model": str(self.teacher), "calib": self.data, "out": out, "budget": Budget(**budget),

@@ -364,8 +364,9 @@ def search(
     batch: Annotated[int, typer.Option("--batch", help="Sequences decoded together, for --memory and --latency.")] = 1,
     dtype: Annotated[str, typer.Option("--dtype", help="Deployed dtype, for --memory and --latency.")] = "bfloat16",
     axes: Annotated[str, typer.Option(
-        "--axes", help="Comma-separated axes to search: hidden, ffn, heads, layers, experts. The default follows "
-                       "the paper: width before depth, heads kept.")] = "hidden,ffn",
+        "--axes", help="Comma-separated axes to search: hidden, ffn, heads, kv_heads, layers, experts. The default "
+                       "follows the paper: width before depth, heads kept.")] = "hidden,ffn",
+    metric: Metric = "lm-loss",
     steps: Annotated[int, typer.Option("--steps", help="Sizes per axis, from the teacher's to a quarter.")] = 8,
     fill: Annotated[float, typer.Option(
         "--fill", help="Drop candidates using less than this fraction of their tightest budget.")] = 0.9,
@@ -392,10 +393,12 @@ def search(
     and candidates.png beside it."""
     from minitron.compress.search import Budget
     from minitron.compress.search import search as run
+    from minitron.evals.scorers import depth_scorer
 
     run(model, calib, out, Budget(params, active_params, memory, latency, context, batch, dtype),
         axes=tuple(a.strip() for a in axes.split(",") if a.strip()), steps=steps, fill=fill, reference=reference,
         max_candidates=max_candidates, num_samples=num_samples, eval_blocks=eval_blocks, seq_len=seq_len,
         batch_size=batch_size, distill_top=distill_top, distill_tokens=distill_tokens,
-        distill={"lr": distill_lr, "min_lr": distill_lr / 10}, device=device,
+        distill={"lr": distill_lr, "min_lr": distill_lr / 10}, metric=metric,
+        metric_scorer=None if metric == "lm-loss" else depth_scorer(metric), device=device,
         precision=precision, seed=seed, overwrite=overwrite)

@@ -102,3 +102,34 @@ def test_search_writes_the_best_candidate_and_compares_the_reference(tokenizer, 
     with autocast("cpu", "auto"):  # as the search scored it
         assert lm_loss(winner, held_out) == pytest.approx(record["winner"]["loss"], abs=1e-3)
     assert json.loads((tmp_path / "out" / "minitron.json").read_text())["stage"] == "search"
+
+
+def test_heads_and_kv_groups_can_be_searched():
+    config = tiny_config("llama", hidden=96, heads=6, kv_heads=2, head_dim=16, ffn=256, layers=6)
+    candidates, _ = enumerate_candidates(config, Budget(params=0.8), axes=("hidden", "ffn", "heads", "kv_heads"),
+                                         steps=4, fill=0.7)
+    shapes = {(c.target.num_attention_heads, c.target.num_key_value_heads) for c in candidates}
+    assert (3, 1) in shapes and (6, 2) in shapes  # one KV group of three heads, and the teacher's grouping
+    assert all(h % kv == 0 and h // kv <= 3 for h, kv in shapes)
+
+
+def test_a_task_ranks_the_candidates_when_given(tokenizer, tmp_path, monkeypatch):
+    """A stand-in task that prefers fewer parameters puts the smallest candidate first, whatever its loss."""
+    from minitron.core.measure import Scorer
+
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "data.txt").write_text("\n\n".join(stdlib_texts(8)))
+    save_checkpoint(tiny_model("llama", hidden=96, heads=6, kv_heads=2, head_dim=16, ffn=256), tokenizer,
+                    tmp_path / "teacher")
+
+    def smaller_is_better(**_context):
+        return Scorer("smallness", lambda model: -sum(p.numel() for p in model.parameters()), higher_is_better=True)
+
+    search(str(tmp_path / "teacher"), str(tmp_path / "data.txt"), tmp_path / "out", Budget(params=0.7), steps=8,
+           fill=0.8, num_samples=8, eval_blocks=4, seq_len=32, batch_size=4, metric="smallness",
+           metric_scorer=smaller_is_better)
+    table = pd.read_csv(tmp_path / "out" / "candidates.csv")
+    assert table.params.iloc[0] == table.params.min() and table.task.is_monotonic_decreasing
+    with pytest.raises(BadInput, match="needs its scorer"):
+        search(str(tmp_path / "teacher"), str(tmp_path / "data.txt"), tmp_path / "other", Budget(params=0.7),
+               metric="winogrande")
