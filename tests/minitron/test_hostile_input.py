@@ -84,7 +84,7 @@ def test_a_width_target_transformers_rejects_is_refused_before_importance(models
 
     if int(transformers.__version__.split(".")[0]) < 5:
         pytest.skip("transformers 4.57 builds such a config")
-    monkeypatch.setattr(prune, "_estimate", lambda *a, **k: pytest.fail("importance ran before the target check"))
+    monkeypatch.setattr(prune, "load_and_estimate", lambda *a, **k: pytest.fail("importance ran before the target check"))
     model = models / "project" / "model"
     assert cli.main(["prune", "width", "--model", str(model), "--calib", str(models / "data.txt"), "--out",
                      str(models / "out"), "--hidden-size", "40", "--seq-len", "32", "--num-samples", "4"]) == 2
