@@ -175,10 +175,11 @@ def enumerate_candidates(config, budget: Budget, axes=PAPER_AXES, steps: int = 8
         raise BadInput("the experts axis needs a mixture-of-experts model; this one is dense")
     teacher = measure(config, src, src.layers, budget)
     limits = budget.limits(teacher)
-    align = 8 if src.experts else 1  # grouped expert GEMMs want multiples of 8
+    # hidden: multiples of 8 (grouped expert GEMMs want them, and GPUs like them), and of the heads when fixed
+    hidden_multiple = 8 if "heads" in axes else math.lcm(8, src.heads)
     groups = [g for g in range(src.kv_heads, 0, -1) if src.kv_heads % g == 0] if "kv_heads" in axes else [None]
     grid = itertools.product(
-        _sizes(src.hidden, steps, math.lcm(8, align)) if "hidden" in axes else [src.hidden],
+        _sizes(src.hidden, steps, hidden_multiple) if "hidden" in axes else [src.hidden],
         _sizes(src.ffn, steps, 32) if "ffn" in axes else [src.ffn],
         range(src.heads, 0, -1) if "heads" in axes else [src.heads], groups,
         _sizes(src.layers, steps, 1) if "layers" in axes else [src.layers],
