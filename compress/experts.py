@@ -20,7 +20,7 @@ zeroing it; tests/compress/test_experts.py checks both on Mixtral and Qwen3-MoE,
 from __future__ import annotations
 
 import torch
-from minitron.core.families import Family
+from minitron.core.families import Family, check_supported
 
 
 def sparse_block(layer, family: Family):
@@ -45,8 +45,6 @@ def expert_weights(block, family: Family, j: int) -> tuple[torch.Tensor, torch.T
 def checkpoint_weight(model, name: str) -> torch.Tensor:
     """The weight a checkpoint names `model.layers.{i}.{block}.experts.{j}.{gate|up|down}.weight` (the per-expert
     layout of the hub's checkpoints and of ModelOpt's export), read from `model` in whichever layout it holds."""
-    from minitron.core.families import check_supported
-
     family = check_supported(model.config)
     parts = name.split(".")
     if not (family.experts and len(parts) == 8 and parts[4] == "experts" and parts[6] in family.experts.per_expert):
@@ -118,23 +116,23 @@ def trim(inner: str, tensor: torch.Tensor, layer: int, plan, family: Family, pre
     """The kept part of one sparse-block parameter (`inner`: its path inside the layer), under its new name(s).
     `plan.experts[layer]` lists the kept experts in their new order; `plan.ffn[layer][j]` expert j's kept neurons."""
     block, _, rest = inner.partition(".")
-    hidden, kept = plan.hidden, plan.experts[layer]
+    hidden, kept = plan.hidden, plan.experts[layer].tolist()
     ffn = plan.ffn[layer]
     if rest == "gate.weight":  # the router: one row per expert
-        return {prefix + inner: tensor.index_select(0, kept).index_select(1, hidden)}
+        return {prefix + inner: tensor[kept].index_select(1, hidden)}
     if rest == "experts.gate_up_proj":  # [E, 2F, H]
         size = tensor.shape[1] // 2
-        rows = [torch.cat([ffn[j], ffn[j] + size]) for j in kept.tolist()]
+        rows = [torch.cat([ffn[j], ffn[j] + size]) for j in kept]
         return {prefix + inner: torch.stack([tensor[j].index_select(0, r).index_select(1, hidden)
-                                             for j, r in zip(kept.tolist(), rows)])}
+                                             for j, r in zip(kept, rows)])}
     if rest == "experts.down_proj":  # [E, H, F]
         return {prefix + inner: torch.stack([tensor[j].index_select(0, hidden).index_select(1, ffn[j])
-                                             for j in kept.tolist()])}
+                                             for j in kept])}
     _, index, name, kind = rest.split(".")  # experts.{j}.{gate|up|down}.weight: one module per expert
     j = int(index)
-    if j not in kept.tolist():
+    if j not in kept:
         return {}
     down = name == family.experts.per_expert[2]
     rows, cols = (hidden, ffn[j]) if down else (ffn[j], hidden)
-    new_name = f"{prefix}{block}.experts.{kept.tolist().index(j)}.{name}.{kind}"
+    new_name = f"{prefix}{block}.experts.{kept.index(j)}.{name}.{kind}"
     return {new_name: tensor.index_select(0, rows).index_select(1, cols)}
