@@ -92,7 +92,8 @@ def save_state(out: Path, objective, optimizer, scheduler, step: int, cfg: Train
     shutil.rmtree(old, ignore_errors=True)
 
 
-RESUME_MAY_CHANGE = ("eval_every", "eval_batches", "save_every", "chunk_size", "micro_batch")
+RESUME_MAY_CHANGE = ("eval_every", "eval_batches", "save_every", "chunk_size", "micro_batch",
+                     "activation_checkpointing")
 """Settings that change how often a run validates and saves, or how it splits its work (gradient accumulation,
 loss chunks), not what it trains: everything else must match for a resume to continue the same run."""
 INPUTS = "inputs.json"

@@ -120,6 +120,23 @@ class Objective(torch.nn.Module):
 # the loop
 
 
+def enable_checkpointing(model) -> None:
+    """Non-reentrant activation checkpointing of every decoder layer, under the name each transformers has."""
+    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers 5; 4.57 has the older name
+    if enable is not None:
+        enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def checkpoint_activations(objective: Objective, cfg: TrainConfig) -> None:
+    """With `cfg.activation_checkpointing`, every model that trains recomputes its layers in the backward."""
+    if cfg.activation_checkpointing:
+        for model in (objective.student, objective.teacher if cfg.correct_teacher else None):
+            if model is not None:
+                enable_checkpointing(model)
+
+
 @torch.no_grad()
 def evaluate(objective, val, cfg: TrainConfig, device, autocast, world: int) -> dict[str, float | None]:
     """Student LM loss on held-out blocks, and its KL to the teacher when there is one."""
@@ -147,6 +164,7 @@ def train(objective: Objective, splits, cfg: TrainConfig, out: Path, resume: boo
     torch.manual_seed(cfg.seed)
     for p in objective.teacher.parameters() if objective.teacher is not None else []:
         p.requires_grad_(cfg.correct_teacher)
+    checkpoint_activations(objective, cfg)
     if world > 1:
         shard(objective, rank, dev)
     else:
@@ -312,6 +330,21 @@ def export_model(model, tokenizer, folder: Path, rank: int) -> None:
     tmp.rmdir()
 
 
+def _warn_if_too_big(student_dir, teacher_dir, cfg: TrainConfig, device: str) -> None:
+    """Say, before any weights are read, when the memory plan (compress/memory_plan.py) exceeds this GPU. A
+    warning, not a refusal: the plan is an estimate, and the caching allocator may still make it fit."""
+    from minitron.compress.memory_plan import GB, plan_training
+    from minitron.core.model_io import load_config
+
+    student, teacher = load_config(student_dir), teacher_dir and load_config(teacher_dir)
+    plan = plan_training(student, teacher, cfg, int(os.environ.get("WORLD_SIZE", "1")), device)
+    have = torch.cuda.get_device_properties(torch.device(device)).total_memory
+    if plan.total > have:
+        log.warning("this run is planned at %.1f GB per GPU, over this GPU's %.1f GB: it may run out of memory; "
+                    "`minitron run RECIPE --dry-run` names a micro-batch or activation checkpointing that fits (%s)",
+                    plan.total / GB, have / GB, plan.describe())
+
+
 def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_dir: str | None = None,
         stage: str = "distill", resume: bool = False, overwrite: bool = False, random_init: bool = False,
         device: str = "cpu", stop_after: int | None = None, teacher_cache: str | Path | None = None) -> list[dict]:
@@ -333,6 +366,8 @@ def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_
     out = Path(out)
     rank = int(os.environ.get("RANK", "0"))
     tokenizer = _check_pair(student_dir, teacher_dir, cfg)
+    if device.startswith("cuda"):
+        _warn_if_too_big(student_dir, teacher_dir, cfg, device)
     inputs = {"student": str(student_dir), "teacher": teacher_dir and str(teacher_dir), "data": data,
               "random_init": random_init}
     with contextlib.ExitStack() as held:

@@ -56,6 +56,9 @@ class TrainConfig:
     """Write a resumable checkpoint every N steps (and at the end)."""
     chunk_size: int = 1024
     """Tokens per chunk of the vocabulary-sized losses."""
+    activation_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward instead of keeping them: about a third more
+    compute for a fraction of the activation memory (compress/memory_plan.py says when a run needs it)."""
     precision: str = "auto"
     """'bf16' autocast, 'fp32', or 'auto' (bf16 on GPUs and CPUs that do bf16 natively: core/precision.py)."""
     seed: int = 0

@@ -181,12 +181,17 @@ def target_counts(source, target: "WidthTarget", num_layers: int | None = None) 
     """Parameter counts of `source` (a config) and of its pruning to `target` keeping the first `num_layers`
     layers (a depth prune keeps that many; which ones does not change the count), from the configs alone:
     {"source": counts, "target": counts with the target's `dims`}."""
+    derived = pruned_config(source, target, num_layers)
+    return {"source": count_params(source), "target": {**count_params(derived), "dims": {**Dims.of(derived).__dict__}}}
+
+
+def pruned_config(source, target: "WidthTarget", num_layers: int | None = None):
+    """The config of `source` pruned to `target` keeping `num_layers` layers (which ones does not change it)."""
     check_supported(source)
     dims = target.resolve(Dims.of(source))
     if num_layers is not None and not 0 < num_layers <= dims.layers:
         raise BadInput(f"--num-layers {num_layers} is out of range: the source has {dims.layers} layers")
-    derived = derive_config(source, dims, list(range(num_layers)) if num_layers else None)
-    return {"source": count_params(source), "target": {**count_params(derived), "dims": {**Dims.of(derived).__dict__}}}
+    return derive_config(source, dims, list(range(num_layers)) if num_layers else None)
 
 
 def human_count(n: int) -> str:

@@ -95,8 +95,41 @@ def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_o
     return stages
 
 
+def memory_plans(stages: list[Stage], recipe, gpus: int, gpu_memory_gb: float) -> None:
+    """Log every training stage's memory per GPU and length on `gpus` GPUs of `gpu_memory_gb` (compress/
+    memory_plan.py, from the teacher's config alone); then refuse the stages that do not fit, naming the fix."""
+    from transformers import AutoConfig
+
+    from minitron.compress.memory_plan import GB, check_fits, plan_training
+    from minitron.core.arch import pruned_config
+
+    teacher, gpu_bytes = AutoConfig.from_pretrained(recipe.teacher_config), gpu_memory_gb * GB
+    training = [stage for stage in stages if stage.trains]
+    if not training:
+        return
+    log.info("memory per GPU on %d GPU(s) of %g GB, FSDP2 (compress/memory_plan.py):", gpus, gpu_memory_gb)
+    width, refused = max(len(stage.name) for stage in training), []
+    for stage in training:
+        if stage.student is None:
+            log.info("  %-*s its student's size is chosen by an earlier stage: planned when it runs", width, stage.name)
+            continue
+        cfg = stage.arguments["cfg"]
+        student = pruned_config(teacher, stage.student.width_target(), stage.student.num_layers)
+        source = teacher if stage.arguments.get("teacher_dir") else None
+        plan = plan_training(student, source, cfg, gpus, "cuda")
+        log.info("  %-*s %s", width, stage.name, plan.describe(gpu_bytes))
+        section = "correct" if stage.name == "correct" else "distill"
+        try:
+            check_fits(plan, student, source, cfg, gpu_bytes, f"stage {stage.name} (recipe section `{section}`)")
+        except BadInput as err:
+            refused.append(str(err))
+    if refused:
+        raise BadInput("\n".join(refused))
+
+
 def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bool = False,
-        rerun: list[str] | None = None, verify: bool = False) -> list[tuple[str, str]]:
+        rerun: list[str] | None = None, verify: bool = False, gpus: int | None = None,
+        gpu_memory_gb: float | None = None) -> list[tuple[str, str]]:
     """Run (or, with dry_run, only show) every stage; returns (stage, what happened) pairs. Stages named in
     `rerun` start over, and so does every stage that reads their output: fingerprints cover settings, not code or
     data, so this is how a code change reaches the results. With `verify`, the whole recipe runs from nothing
@@ -106,6 +139,9 @@ def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bo
     Under torchrun (`torchrun --nproc_per_node 8 -m minitron run RECIPE`) every process plans the same stages;
     training stages run on all of them (FSDP2, data-parallel), every other stage on rank 0 while the others
     wait, so `work_dir` must be a filesystem all nodes share.
+
+    A dry run also plans each training stage's memory per GPU on `gpus` GPUs of `gpu_memory_gb` (by default the
+    recipe's `cluster` section; none when it has none) and fails when one does not fit.
     """
     import torch.distributed as dist
 
@@ -113,6 +149,13 @@ def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bo
     from minitron.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
+    given = {k: v for k, v in (("gpus", gpus), ("gpu_memory_gb", gpu_memory_gb)) if v is not None}
+    if given and not dry_run:
+        raise BadInput("--gpus and --gpu-memory plan memory in a dry run: add --dry-run (a real run's GPUs are the "
+                       "processes torchrun starts)")
+    if given.get("gpus", 1) < 1 or given.get("gpu_memory_gb", 1) <= 0:
+        raise BadInput(f"--gpus must be at least 1 and --gpu-memory positive, got {gpus} and {gpu_memory_gb}")
+    cluster = {**recipe.cluster, **given}
     scratch = None
     if verify:
         if not recipe.findings:
@@ -160,6 +203,8 @@ def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bo
             dist.barrier()
         if rank == 0:
             _mark(stage, complete=True)
+    if dry_run and cluster:
+        memory_plans(stages, recipe, int(cluster.get("gpus", 8)), float(cluster.get("gpu_memory_gb", 80.0)))
     if scratch and not dry_run and rank == 0:
         from minitron.verify import verify as compare_findings
 

@@ -18,6 +18,7 @@ from minitron import stage_kinds
 from minitron import stages as stage_work
 from minitron.core.errors import BadInput
 from minitron.core.precision import resolve_device
+from minitron.recipe import PruneSpec
 from minitron.stage_kinds import StageKind
 
 
@@ -38,6 +39,9 @@ class Stage:
     other stages run on rank 0 while the rest wait."""
     needs: tuple[str, ...] = ()
     """The stages whose outputs this one reads: their fingerprints are part of its own."""
+    student: object = None
+    """A training stage's student as the pruning of the teacher that makes it (a PruneSpec; an empty one for the
+    teacher itself), for the memory plan of a dry run; None where an earlier stage chooses its size (a search)."""
     completes: str = "minitron.json"
     """The file in `out` that its action writes last: a stage marked done without it is run again."""
     markers: Path | None = field(default=None, init=False)
@@ -143,7 +147,8 @@ class Planner:
         return Stage(stage_kinds.CORRECT.name, out, self.recipe.correct, fit,
                      {"student_dir": str(self.original), "data": self.data, "out": out, "cfg": self.correct_cfg,
                       "stage": "correct", "overwrite": True, "device": self.device},
-                     f"teacher correction, {self.correct_cfg.steps} steps", trains=True, needs=self.base)
+                     f"teacher correction, {self.correct_cfg.steps} steps", trains=True, needs=self.base,
+                     student=PruneSpec())
 
     def width_prune(self, kind: StageKind, source: Path, needs: tuple[str, ...], ranking: str = "activation",
                     seed: int = 0) -> Stage:
@@ -188,7 +193,6 @@ class Planner:
 
     def depth_prune(self, kind: StageKind, num_layers: int) -> Stage:
         from minitron.compress.prune import prune_depth
-        from minitron.recipe import PruneSpec
 
         out, scored = self.root / kind.folder, self.scan_settings(self.recipe.importance)
         change = stage_work.param_change(self.recipe, PruneSpec("depth", num_layers=num_layers))
@@ -215,7 +219,15 @@ class Planner:
                            "cfg": cfg, "teacher_dir": str(source), "overwrite": True, "random_init": random_init,
                            "device": self.device, "teacher_cache": self.root / "teacher-outputs"},
                      f"{describe or 'distillation'}, {cfg.steps} steps"
-                     + (f", seed {cfg.seed}" if "seed" in changes else ""), trains=True, needs=needs)
+                     + (f", seed {cfg.seed}" if "seed" in changes else ""), trains=True, needs=needs,
+                     student=self.student_spec(student))
+
+    def student_spec(self, student: StageKind):
+        """The pruning that makes the `student` stage's model, as a PruneSpec of the teacher (None: a search's)."""
+        p = self.recipe.prune
+        if student == stage_kinds.PRUNE_DEPTH:
+            return PruneSpec("depth", num_layers=p.depth_layers)
+        return None if p.budget is not None else p
 
     def findings_arms(self) -> list[Stage]:
         """Every student a verdict compares, once per seed, and random pruning drawn once per seed; the first

@@ -101,6 +101,8 @@ class Recipe:
     eval: dict = field(default_factory=dict)
     """Eval suite of the teachers and students (suite, limit, data_dir, paper_columns, and fp8: true to add the
     students FP8-fake-quantized with the `quantize` settings)."""
+    cluster: dict = field(default_factory=dict)
+    """The GPUs the recipe is written for (gpus, gpu_memory_gb): its dry run plans memory per GPU on them."""
     findings: dict = field(default_factory=dict)
     """The paper's findings at this recipe's scale (Figures 4-10, Table 1), as tables, plots and samples: `out`
     (the folder), `baselines` (default true: also train Figures 4-6's extra students; false reports on the

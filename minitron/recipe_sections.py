@@ -149,8 +149,20 @@ class FindingsSection:
     """A depth scan of the findings' own (metric, scan_lengths, scan_samples)."""
 
 
+@dataclass
+class ClusterSection:
+    """The GPUs a recipe is written for: `minitron run --dry-run` plans every training stage's memory per GPU on
+    them and refuses a stage that does not fit, naming the micro-batch that does (compress/memory_plan.py)."""
+
+    gpus: Count = 8
+    """GPUs (torchrun processes) of each training stage."""
+    gpu_memory_gb: float = 80.0
+    """Memory of each GPU in GB (1e9 bytes): 80 for an H100 80GB."""
+
+
 SECTIONS = {"embedded": EmbeddedSection, "importance": ImportanceSection, "quantize": QuantizeSection,
-            "deploy": DeploySection, "bench": BenchSection, "eval": EvalSection, "findings": FindingsSection}
+            "deploy": DeploySection, "bench": BenchSection, "eval": EvalSection, "findings": FindingsSection,
+            "cluster": ClusterSection}
 
 
 def _type_name(kind) -> str:

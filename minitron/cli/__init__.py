@@ -62,12 +62,18 @@ def run_recipe(
         False, "--verify", help="Rerun everything from nothing under WORK_DIR/verify/ and compare the findings with "
                                 "the committed ones: exit 1 when a verdict flips or a number leaves the recipe's "
                                 "findings.tolerance."),
+    gpus: Optional[int] = typer.Option(
+        None, "--gpus", help="With --dry-run: plan each training stage's memory per GPU on this many GPUs "
+                             "[default: the recipe's cluster section]."),
+    gpu_memory: Optional[float] = typer.Option(
+        None, "--gpu-memory", help="With --dry-run: memory of each GPU in GB [default: the recipe's, or 80]."),
 ):
     """The whole recipe: each stage resumes where it stopped and is skipped when done with the same settings."""
     from minitron import pipeline
 
     pipeline.run(recipe, work_dir, dry_run=dry_run,
-                 rerun=[name.strip() for name in rerun.split(",") if name.strip()] if rerun else None, verify=verify)
+                 rerun=[name.strip() for name in rerun.split(",") if name.strip()] if rerun else None, verify=verify,
+                 gpus=gpus, gpu_memory_gb=gpu_memory)
 
 
 USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)

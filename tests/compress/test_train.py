@@ -261,3 +261,14 @@ def test_two_processes_resume_from_their_shards_as_if_never_stopped(pair, tmp_pa
     assert [loss for *_, loss in logs["cut"]] == pytest.approx([loss for *_, loss in logs["full"]], rel=1e-5)
     a, b = (load_file(tmp_path / out / "model.safetensors") for out in ("full", "cut"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_activation_checkpointing_trains_the_same_student(pair, tmp_path):
+    args = (str(pair / "student"), str(pair / "data.txt"))
+    plain = fit(*args, tmp_path / "plain", small(steps=4), teacher_dir=str(pair / "teacher"))
+    recomputed = fit(*args, tmp_path / "recomputed", small(steps=4, activation_checkpointing=True),
+                     teacher_dir=str(pair / "teacher"))
+    assert [r["loss"] for r in recomputed if r["split"] == "train"] == pytest.approx(
+        [r["loss"] for r in plain if r["split"] == "train"], rel=1e-5)
+    assert load_file(tmp_path / "recomputed" / "model.safetensors")["model.norm.weight"].allclose(
+        load_file(tmp_path / "plain" / "model.safetensors")["model.norm.weight"], atol=1e-6)
