@@ -47,7 +47,9 @@ MEASURED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
 """Families whose `activation_bytes` matches what autograd saves (within 10%, tests/compress/test_memory_plan.py).
 Others are planned by the same formula and the plan says so: Gemma 2's eager soft-capped attention keeps its
 seq x seq scores, Phi-3's fused projections keep whole fused outputs, Nemotron has LayerNorms and an ungated MLP,
-and the expert blocks keep their routing copies."""
+and the expert blocks keep their routing copies. Under transformers 4.57 attention also gets an explicit causal
+mask, with which a CPU's SDPA takes its math path and keeps the seq x seq probabilities (measured: 2 x heads x
+seq_len bytes per token per layer in fp32), which the plan leaves out: GPU kernels do not keep them."""
 CUDA_CONTEXT_BYTES = 1.5 * GB
 """The CUDA context, cuBLAS workspaces and NCCL's buffers of one process: about 1-2 GB on H100s (an assumption)."""
 FRAGMENTATION = 0.05
@@ -67,8 +69,12 @@ def activation_bytes(config, bf16: bool) -> float:
     inputs and outputs, and each routed expert's gated MLP four activations of its width (gate, activation, up,
     product). The constant is the norms' per-token scales and attention's log-sum-exp.
     """
+    import transformers
+
     dims, family = Dims.of(config), check_supported(config)
     h, q, kv = dims.hidden, dims.heads * dims.head_dim, dims.kv_heads * dims.head_dim
+    if int(transformers.__version__.split(".")[0]) < 5:  # 4.x repeats K and V to every query head before SDPA
+        kv = q
     value = 2 if bf16 else 4
     readers = sum(1 for _, column in family.projections.values() if column == "hidden")
     norm_outputs = readers * 2 * h if bf16 else 2 * 4 * h

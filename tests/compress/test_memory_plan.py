@@ -24,7 +24,7 @@ def saved_bytes(config, tokens: int, bf16: bool, checkpointing: bool = False) ->
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).train()
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="sdpa").train()
     if checkpointing:
         enable_checkpointing(model)
     storages: dict[int, int] = {}
