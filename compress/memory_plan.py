@@ -131,6 +131,16 @@ def _counts(config) -> dict[str, float]:
             "active": counts.get("active_params", counts["params"])}
 
 
+def _activations(config, tokens: int, bf16: bool, checkpointing: bool) -> float:
+    """Activation bytes at the peak of one model's backward: every layer's saved activations and one layer's
+    gradients of them (about as large); with checkpointing each layer's fp32 input instead, plus the layer
+    being recomputed and its gradients."""
+    dims, per_layer = Dims.of(config), activation_bytes(config, bf16)
+    if checkpointing:
+        return (4 * dims.hidden * dims.layers + 2 * per_layer) * tokens
+    return per_layer * (dims.layers + 1) * tokens
+
+
 def plan_training(student, teacher, cfg, gpus: int = 1, device: str = "cuda") -> TrainingPlan:
     """The memory per process and the length of training `student` (a config) from `teacher` (a config, or None
     for correction and the LM-loss baseline) with the TrainConfig `cfg` on `gpus` processes of `device`."""
@@ -141,45 +151,38 @@ def plan_training(student, teacher, cfg, gpus: int = 1, device: str = "cuda") ->
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (gpu or uses_bf16("cpu", "auto")))
     s, dims = _counts(student), Dims.of(student)
     tokens = cfg.micro_batch * cfg.seq_len
-    trained = 16 * s["params"]
     parts = {"weights": 4 * s["params"] / gpus, "gradients": 4 * s["params"] / gpus,
              "optimizer": 8 * s["params"] / gpus}
-    per_layer = activation_bytes(student, bf16)
-    layer_inputs = 4 * dims.hidden * dims.layers * tokens
-    # the backward of a layer holds its activations' gradients, about as large as the activations themselves
-    activations = (layer_inputs + 2 * per_layer * tokens if cfg.activation_checkpointing
-                   else per_layer * (dims.layers + 1) * tokens)
-    unsharded = (8 * (s["root"] + 2 * s["layer"])) if gpus > 1 else 0.0
+    activations = _activations(student, tokens, bf16, cfg.activation_checkpointing)
+    sharded = gpus > 1  # one process keeps everything whole, and FSDP2 unshards nothing
+    unsharded = 8 * (s["root"] + 2 * s["layer"]) if sharded else 0.0  # gathered weights and their gradients
+    flops_per_token = 6 * (s["active"] - s["root"] + dims.hidden * dims.vocab) + 3 * _attention_flops(student, cfg)
     teacher_hidden = 0.0
     if teacher is not None:
-        t = _counts(teacher)
-        t_bytes = 4 if cfg.correct_teacher or not gpu or cfg.precision == "fp32" else 2
-        if cfg.correct_teacher:  # trained beside the student: its state and activations too
+        t, t_dims = _counts(teacher), Dims.of(teacher)
+        if cfg.correct_teacher:  # trained beside the student: its state, gradients and activations too
             parts["teacher"] = 16 * t["params"] / gpus
-            activations += activation_bytes(teacher, bf16) * Dims.of(teacher).layers * tokens
-            trained += 16 * t["params"]
-        else:
-            parts["teacher"] = t_bytes * t["params"] / gpus
-        unsharded += (t_bytes * (t["root"] + 2 * t["layer"])) if gpus > 1 else 0.0
-        teacher_hidden = t_bytes * Dims.of(teacher).hidden * tokens
+            activations += _activations(teacher, tokens, bf16, cfg.activation_checkpointing)
+            t_bytes, gathered = 4, 8
+        else:  # frozen: bf16 on GPUs, fp32 on CPUs (compress/train.py)
+            t_bytes = 4 if not gpu or cfg.precision == "fp32" else 2
+            parts["teacher"], gathered = t_bytes * t["params"] / gpus, t_bytes
+        unsharded += gathered * (t["root"] + 2 * t["layer"]) if sharded else 0.0
+        teacher_hidden = t_bytes * t_dims.hidden * tokens
+        teacher_flops = 2 * (t["active"] - t["root"] + t_dims.hidden * t_dims.vocab) + _attention_flops(teacher, cfg)
+        flops_per_token += (3 if cfg.correct_teacher else 1) * teacher_flops
     parts["unsharded"] = unsharded
     parts["bf16 copies"] = 2 * s["decoder"] if bf16 else 0.0
     parts["activations"] = activations
-    chunk = min(cfg.chunk_size, tokens)
-    logits = 4 * dims.vocab * chunk * (2 if teacher is not None else 1)
-    parts["loss"] = 4 * dims.hidden * tokens * 2 + 4 * dims.hidden * dims.vocab + teacher_hidden + logits
+    logits = 4 * dims.vocab * min(cfg.chunk_size, tokens) * (2 if teacher is not None else 1)
+    # the student's final hidden states and their gradient, its lm_head's gradient, the teacher's hidden states
+    parts["loss"] = 8 * dims.hidden * tokens + 4 * dims.hidden * dims.vocab + teacher_hidden + logits
     if gpu:
         parts["reserve"] = CUDA_CONTEXT_BYTES + FRAGMENTATION * sum(parts.values())
-    steps = cfg.steps
-    run_tokens = float(steps) * cfg.global_batch * cfg.seq_len
-    flops_per_token = 6 * (s["active"] - s["root"] + dims.hidden * dims.vocab) + 3 * _attention_flops(student, cfg)
-    if teacher is not None:
-        t = _counts(teacher)
-        teacher_flops = 2 * (t["active"] - t["root"] + Dims.of(teacher).hidden * Dims.of(teacher).vocab)
-        flops_per_token += (3 if cfg.correct_teacher else 1) * (teacher_flops + _attention_flops(teacher, cfg))
+    run_tokens = float(cfg.steps) * cfg.global_batch * cfg.seq_len
     unmeasured = sorted({c.model_type for c in (student, teacher) if c is not None} - set(MEASURED_FAMILIES))
-    caveat = (f"activations of {', '.join(unmeasured)} not measured: estimated as for Llama" if unmeasured else "")
-    return TrainingPlan(gpus, cfg.micro_batch, parts, steps, run_tokens, flops_per_token * run_tokens, caveat)
+    caveat = f"activations of {', '.join(unmeasured)} not measured: estimated as for Llama" if unmeasured else ""
+    return TrainingPlan(gpus, cfg.micro_batch, parts, cfg.steps, run_tokens, flops_per_token * run_tokens, caveat)
 
 
 def _attention_flops(config, cfg) -> float:

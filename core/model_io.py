@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -96,8 +97,16 @@ def load_model(path: str | os.PathLike, dtype: str | torch.dtype = "auto", devic
 
 def save_checkpoint(model, tokenizer, folder: str | os.PathLike) -> None:
     """A standard HF checkpoint: safetensors weights, config with `architectures`, tokenizer."""
+    from safetensors import SafetensorError
+
     model.config.architectures = [type(model).__name__]
-    model.save_pretrained(folder, safe_serialization=True)
+    try:
+        model.save_pretrained(folder, safe_serialization=True)
+    except SafetensorError as err:  # its I/O errors end in "(os error N)": an OSError, so the CLI names the cause
+        code = re.search(r"\(os error (\d+)\)", str(err))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(folder)) from err
     if tokenizer is not None:
         save_tokenizer(tokenizer, folder)
 

@@ -39,7 +39,7 @@ class Stage:
     other stages run on rank 0 while the rest wait."""
     needs: tuple[str, ...] = ()
     """The stages whose outputs this one reads: their fingerprints are part of its own."""
-    student: object = None
+    student: PruneSpec | None = None
     """A training stage's student as the pruning of the teacher that makes it (a PruneSpec; an empty one for the
     teacher itself), for the memory plan of a dry run; None where an earlier stage chooses its size (a search)."""
     completes: str = "minitron.json"
@@ -222,7 +222,7 @@ class Planner:
                      + (f", seed {cfg.seed}" if "seed" in changes else ""), trains=True, needs=needs,
                      student=self.student_spec(student))
 
-    def student_spec(self, student: StageKind):
+    def student_spec(self, student: StageKind) -> PruneSpec | None:
         """The pruning that makes the `student` stage's model, as a PruneSpec of the teacher (None: a search's)."""
         p = self.recipe.prune
         if student == stage_kinds.PRUNE_DEPTH:

@@ -21,6 +21,7 @@ Bad input exits with status 2 and one line that names the problem and the fix.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -79,6 +80,10 @@ def run_recipe(
 USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 """One line and exit 2: what the user can fix (minitron.core.errors), and the file system's own refusals, which
 name the path. Everything else is a bug and keeps its traceback."""
+STORAGE = {errno.ENOSPC: "no space left on its disk", errno.EDQUOT: "the disk quota is used up",
+           errno.EROFS: "its file system is read-only"}
+"""Storage that refuses a write: one line and exit 2 as well (the outputs are written to a temporary folder that is
+removed on error, so nothing half-written is left as if it were a result)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:
+        if err.errno not in STORAGE:
+            raise
+        print(f"error: cannot write {err.filename or 'the output'}: {STORAGE[err.errno]}; free space or choose an "
+              "--out on another disk, then run the command again", file=sys.stderr)
+        return 2
     except typer.Exit as done:
         return done.exit_code
     except Exception as err:  # click's own usage errors

@@ -244,23 +244,33 @@ def test_two_gloo_processes_match_one(pair, tmp_path, tokenizer, tied):
 @pytest.mark.timeout(300)
 def test_two_processes_resume_from_their_shards_as_if_never_stopped(pair, tmp_path):
     """Each process writes its own shards of the weights and optimizer (no gather on rank 0); killed after
-    step 3 (its last checkpoint: step 2) and resumed, the run logs and exports what the uninterrupted one does."""
+    step 3 (its last checkpoint: step 2) and resumed, by two processes or by one, the run logs and exports what
+    the uninterrupted one does."""
+    import shutil
+
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "tests" / "compress" / "resume_worker.py"), str(pair / "teacher"), str(pair / "student"),
-           str(pair / "data.txt")]
-    for out, extra in (("full", []), ("cut", ["--stop-after", "3"]), ("cut", ["--resume"])):
-        done = subprocess.run(run + [str(tmp_path / out)] + extra, env=env, cwd=ROOT, capture_output=True,
-                              text=True, timeout=280)
+
+    def run(processes: int, out: str, *extra: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+             str(ROOT / "tests" / "compress" / "resume_worker.py"), str(pair / "teacher"), str(pair / "student"),
+             str(pair / "data.txt"), str(tmp_path / out), *extra], env=env, cwd=ROOT, capture_output=True, text=True,
+            timeout=280)
         assert done.returncode == 0, done.stderr[-3000:]
-        if extra == ["--stop-after", "3"]:
-            assert (tmp_path / "cut" / "state" / "shards").is_dir()  # sharded, not one gathered file
+
+    run(2, "full")
+    run(2, "cut", "--stop-after", "3")
+    assert (tmp_path / "cut" / "state" / "shards").is_dir()  # sharded, not one gathered file
+    shutil.copytree(tmp_path / "cut", tmp_path / "cut-then-one")
+    run(2, "cut", "--resume")
+    run(1, "cut-then-one", "--resume")  # the shards of two processes, read back by one
     logs = {out: [(r["split"], r["step"], r["loss"]) for r in read_jsonl(tmp_path / out / "metrics.jsonl")
-                  if r["split"] == "train"] for out in ("full", "cut")}
-    assert [step for _, step, _ in logs["cut"]] == [1, 2, 3, 4]
-    assert [loss for *_, loss in logs["cut"]] == pytest.approx([loss for *_, loss in logs["full"]], rel=1e-5)
-    a, b = (load_file(tmp_path / out / "model.safetensors") for out in ("full", "cut"))
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+                  if r["split"] == "train"] for out in ("full", "cut", "cut-then-one")}
+    for resumed in ("cut", "cut-then-one"):
+        assert [step for _, step, _ in logs[resumed]] == [1, 2, 3, 4]
+        assert [loss for *_, loss in logs[resumed]] == pytest.approx([loss for *_, loss in logs["full"]], rel=1e-5)
+        a, b = (load_file(tmp_path / out / "model.safetensors") for out in ("full", resumed))
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
 def test_activation_checkpointing_trains_the_same_student(pair, tmp_path):

@@ -2,7 +2,11 @@
 message that names the problem, and every input is left as it was."""
 
 import hashlib
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,7 +88,8 @@ def test_a_width_target_transformers_rejects_is_refused_before_importance(models
 
     if int(transformers.__version__.split(".")[0]) < 5:
         pytest.skip("transformers 4.57 builds such a config")
-    monkeypatch.setattr(prune, "load_and_estimate", lambda *a, **k: pytest.fail("importance ran before the target check"))
+    monkeypatch.setattr(prune, "load_and_estimate",
+                        lambda *a, **k: pytest.fail("importance ran before the target check"))
     model = models / "project" / "model"
     assert cli.main(["prune", "width", "--model", str(model), "--calib", str(models / "data.txt"), "--out",
                      str(models / "out"), "--hidden-size", "40", "--seq-len", "32", "--num-samples", "4"]) == 2
@@ -207,3 +212,23 @@ def test_a_folder_where_a_file_belongs_is_refused_before_the_work(models, capsys
     assert cli.main(["importance", "--model", str(models / "project" / "model"), "--calib", str(models / "data.txt"),
                      "--out", str(models / "scores"), "--overwrite", "--seq-len", "32", "--num-samples", "4"]) == 2
     assert "is a folder; the scores are one file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not shutil.which("unshare") or subprocess.run(
+    ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True).returncode != 0,
+    reason="needs user and mount namespaces (util-linux unshare) to give the command a tiny or read-only disk")
+@pytest.mark.parametrize("options, message", [("size=16k", "no space left on its disk"),
+                                               ("ro", "its file system is read-only")])
+def test_a_full_or_read_only_disk_is_one_sentence_and_leaves_nothing(models, options, message):
+    """The output folder's disk is a tmpfs of 16 KiB (smaller than the model) or a read-only one, mounted in a
+    namespace of the command's own."""
+    disk = models / "disk"
+    disk.mkdir()
+    script = ('mount -t tmpfs -o "$2" tmpfs "$1" || exit 99; "$0" -m minitron prune depth --model "$3" --out '
+              '"$1/out" --drop 1; code=$?; ls -A "$1"; exit $code')
+    done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, sys.executable,
+                           str(disk), options, str(models / "project" / "model")], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "MINITRON_CACHE": str(models / "cache")})
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and message in done.stderr, done.stderr[-2000:]
+    assert done.stdout.split() == [], f"left on the disk: {done.stdout}"  # no temporary folder, no lock
