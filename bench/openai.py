@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from minitron.bench.records import Repeat, latency_stats
 from minitron.bench.target import Target
 from minitron.core.errors import EngineFailed, EngineUnavailable
-from minitron.core.server import api_root, probe, server_version
+from minitron.core.server import UNANSWERED, api_root, probe, server_version
 
 WARMUP_MAX_TOKENS = 32
 
@@ -70,7 +70,7 @@ def stream_completion(url: str, model: str, prompt: list[int], osl: int, timeout
     except urllib.error.HTTPError as err:
         detail = err.read().decode(errors="replace")[:300]
         raise EngineFailed(f"the server refused a completion (HTTP {err.code}): {detail}") from None
-    except (urllib.error.URLError, OSError, ValueError) as err:
+    except UNANSWERED as err:
         raise EngineFailed(f"the server at {url} stopped answering mid-run ({err}); records written so far are "
                            "kept: restart the server and rerun the same sweep to resume") from None
     end = time.perf_counter()

@@ -7,11 +7,16 @@ the same way before sending it work.
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
 
 from minitron.core.errors import EngineUnavailable
+
+UNANSWERED = (urllib.error.URLError, OSError, ValueError, http.client.HTTPException)
+"""What a server that does not answer properly raises: a refused or reset connection, a timeout, a body cut short
+(http.client's IncompleteRead), JSON that does not parse."""
 
 
 def api_root(url: str) -> str:
@@ -29,7 +34,7 @@ def probe(url: str, timeout: float = 5.0) -> list[dict]:
     models_url = api_root(url) + "/v1/models"
     try:
         return _get_json(models_url, timeout).get("data", [])
-    except (urllib.error.URLError, OSError, ValueError) as err:
+    except UNANSWERED as err:
         raise EngineUnavailable(f"no OpenAI-compatible server answers at {models_url} ({err}); start one, e.g. "
                                 "`trtllm-serve DIR/checkpoint` or `vllm serve DIR`, and pass its URL as --model"
                                 ) from None
@@ -39,5 +44,5 @@ def server_version(url: str, timeout: float = 5.0) -> str | None:
     """`GET /version` where the server has it (vLLM, TensorRT-LLM), else None."""
     try:
         return str(_get_json(api_root(url) + "/version", timeout).get("version")) or None
-    except (urllib.error.URLError, OSError, ValueError):
+    except UNANSWERED:
         return None

@@ -254,7 +254,8 @@ class FakeServer(BaseHTTPRequestHandler):
 
     bodies: list = []
     budget = None  # completions it serves before it starts failing
-    fault = None  # "cut" (no [DONE]), "usage" (reports fewer tokens than it streamed), "dribble" (slow tokens)
+    fault = None  # "cut" (no [DONE]), "usage" (reports fewer tokens than it streamed), "dribble" (slow tokens),
+    # "chunked-cut" (the connection closes in the middle of a chunk of a chunked body)
 
     def log_message(self, *args):
         pass
@@ -284,6 +285,13 @@ class FakeServer(BaseHTTPRequestHandler):
                 return self._json({"error": {"message": "engine is shutting down"}}, 503)
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
+        if type(self).fault == "chunked-cut":
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            event = f"data: {json.dumps({'choices': [{'index': 0, 'text': ' t0'}]})}\n\n".encode()
+            self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n" + b"400\r\ndata: {\"cho")
+            self.wfile.flush()
+            return  # HTTP/1.0: the server closes the connection, 1 KiB short of the announced chunk
         self.end_headers()
         try:
             self._stream(body, type(self).fault)
@@ -353,6 +361,7 @@ def test_openai_server_failures_are_clear_and_keep_the_records(folders, server, 
     ("cut", "cut a stream short"),
     ("usage", "reported 4 completion tokens but streamed 8 chunks"),
     ("dribble", "did not finish a 8-token completion within --timeout 1 s"),
+    ("chunked-cut", "stopped answering mid-run"),
 ])
 def test_an_unfinished_or_inconsistent_stream_is_not_counted(server, fault, message):
     """A stream cut mid-way, a usage count that disagrees with what arrived, or tokens dribbling past the
