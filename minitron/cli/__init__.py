@@ -15,6 +15,7 @@
     minitron bench plot OUT --out OUT/report [--baseline LABEL]
     minitron run RECIPE [--dry-run] [--rerun STAGES] [--verify]         # a whole recipe, resumable; --verify
                                                                         # reruns it and checks results/
+    minitron run RECIPE --dry-run [--gpus 8 --gpu-memory 80]            # the plan, with memory per GPU
 
 Bad input exits with status 2 and one line that names the problem and the fix.
 """
