@@ -256,11 +256,12 @@ def train(objective: Objective, splits, cfg: TrainConfig, out: Path, resume: boo
 
 
 def _check_pair(student_dir, teacher_dir, cfg: TrainConfig):
-    """Configs, tokenizer and sequence length checked before any weight or token is loaded."""
+    """Configs, tokenizer and sequence length checked before any weight or token is loaded; returns the tokenizer
+    and the student's and teacher's configs (None without a teacher)."""
     from minitron.core.model_io import load_config
     from transformers import AutoTokenizer
 
-    s_config = load_config(student_dir)
+    s_config, t_config = load_config(student_dir), None
     configs = [("student", s_config)]
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir or student_dir)
     if teacher_dir is not None:
@@ -275,7 +276,7 @@ def _check_pair(student_dir, teacher_dir, cfg: TrainConfig):
         limit = getattr(config, "max_position_embeddings", None)
         if limit is not None and cfg.seq_len > limit:
             raise BadInput(f"--seq-len {cfg.seq_len} exceeds the {name}'s {limit} positions; lower --seq-len")
-    return tokenizer
+    return tokenizer, s_config, t_config
 
 
 def _finished_run(out: Path, cfg: TrainConfig, inputs: dict) -> list[dict]:
@@ -330,13 +331,12 @@ def export_model(model, tokenizer, folder: Path, rank: int) -> None:
     tmp.rmdir()
 
 
-def _warn_if_too_big(student_dir, teacher_dir, cfg: TrainConfig, device: str) -> None:
-    """Say, before any weights are read, when the memory plan (compress/memory_plan.py) exceeds this GPU. A
-    warning, not a refusal: the plan is an estimate, and the caching allocator may still make it fit."""
+def _warn_if_too_big(student, teacher, cfg: TrainConfig, device: str) -> None:
+    """Say, before any weights are read, when the memory plan (compress/memory_plan.py) of training `student` from
+    `teacher` (configs) exceeds this GPU. A warning, not a refusal: the plan is an estimate, and the caching
+    allocator may still make it fit."""
     from minitron.compress.memory_plan import GB, plan_training
-    from minitron.core.model_io import load_config
 
-    student, teacher = load_config(student_dir), teacher_dir and load_config(teacher_dir)
     plan = plan_training(student, teacher, cfg, int(os.environ.get("WORLD_SIZE", "1")), device)
     have = torch.cuda.get_device_properties(torch.device(device)).total_memory
     if plan.total > have:
@@ -365,9 +365,9 @@ def fit(student_dir: str, data: str, out: str | Path, cfg: TrainConfig, teacher_
     student_dir, teacher_dir = local_model(student_dir), teacher_dir and local_model(teacher_dir)
     out = Path(out)
     rank = int(os.environ.get("RANK", "0"))
-    tokenizer = _check_pair(student_dir, teacher_dir, cfg)
+    tokenizer, student_config, teacher_config = _check_pair(student_dir, teacher_dir, cfg)
     if device.startswith("cuda"):
-        _warn_if_too_big(student_dir, teacher_dir, cfg, device)
+        _warn_if_too_big(student_config, teacher_config, cfg, device)
     inputs = {"student": str(student_dir), "teacher": teacher_dir and str(teacher_dir), "data": data,
               "random_init": random_init}
     with contextlib.ExitStack() as held:

@@ -23,6 +23,7 @@ from minitron.core.errors import BadInput
 from minitron.core.precision import resolve_device
 from minitron.core.records import atomic_write
 from minitron.planner import Planner, Stage
+from minitron.recipe_sections import ClusterSection
 
 log = logging.getLogger("minitron")
 
@@ -204,7 +205,8 @@ def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bo
         if rank == 0:
             _mark(stage, complete=True)
     if dry_run and cluster:
-        memory_plans(stages, recipe, int(cluster.get("gpus", 8)), float(cluster.get("gpu_memory_gb", 80.0)))
+        machines = ClusterSection(**cluster)  # its defaults fill what neither the recipe nor a flag gave
+        memory_plans(stages, recipe, machines.gpus, machines.gpu_memory_gb)
     if scratch and not dry_run and rank == 0:
         from minitron.verify import verify as compare_findings
 
