@@ -126,3 +126,13 @@ def test_the_paper_recipes_dry_run_fits_8_h100s_and_names_the_fix_when_not(tmp_p
         pipeline.run(without, tmp_path, dry_run=True)
     with pytest.raises(BadInput, match="--dry-run"):
         pipeline.run(without, tmp_path, gpus=8)
+
+
+@pytest.mark.parametrize("name", ["llama-3.1-minitron-4b-width", "llama-3.1-minitron-4b-depth", "mn-minitron-8b"])
+def test_every_paper_recipe_fits_its_own_cluster(name, tmp_path):
+    from minitron import pipeline
+    from minitron.recipe import load_recipe
+    from tests.minitron.test_recipes import RECIPES
+
+    assert load_recipe(RECIPES / f"{name}.yaml").cluster, "a GPU recipe names the GPUs its plan is made for"
+    pipeline.run(RECIPES / f"{name}.yaml", tmp_path, dry_run=True)  # raises when a stage does not fit
