@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 from minitron.core.errors import BadInput
@@ -70,6 +71,19 @@ def status(stage: Stage) -> str:
 def _mark(stage: Stage, complete: bool) -> None:
     atomic_write(_marker(stage), json.dumps({"stage": stage.name, "fingerprint": stage.fingerprint,
                                              "settings": stage.settings, "complete": complete}, default=str))
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+def _time_summary(took: dict[str, float]) -> str:
+    """One line for the end of a run: the total, then the stages that took longest (where the time went on this
+    machine, e.g. the eval on a CPU without AMX)."""
+    slowest = sorted(took.items(), key=lambda item: -item[1])[:4]
+    return (f"{len(took)} stage(s) in {_duration(sum(took.values()))}; longest: "
+            + ", ".join(f"{name} {_duration(seconds)}" for name, seconds in slowest))
 
 
 def plan(recipe_path: str | Path, work_dir: str | Path | None = None, findings_out: Path | None = None
@@ -187,6 +201,7 @@ def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bo
         rank, world, _ = init_distributed(resolve_device(recipe.device), timeout_hours=24)
     width = max(len(stage.name) for stage in stages)
     actions = []
+    took = {}
     for stage, state in zip(stages, states):
         action = {"done": "skip (complete, settings unchanged)", "partial": "resume", "todo": "run"}[state]
         actions.append((stage.name, action))
@@ -198,12 +213,17 @@ def run(recipe_path: str | Path, work_dir: str | Path | None = None, dry_run: bo
             _mark(stage, complete=False)
         if world > 1:
             dist.barrier()  # the marker exists before anyone starts
+        started = time.perf_counter()
         if stage.trains or rank == 0:
             stage.run(resume=state == "partial")
         if world > 1:
             dist.barrier()
+        took[stage.name] = time.perf_counter() - started
         if rank == 0:
             _mark(stage, complete=True)
+            log.info("%s done in %s", stage.name, _duration(took[stage.name]))
+    if took and rank == 0:
+        log.info("%s", _time_summary(took))
     if dry_run and cluster:
         machines = ClusterSection(**cluster)  # its defaults fill what neither the recipe nor a flag gave
         memory_plans(stages, recipe, machines.gpus, machines.gpu_memory_gb)

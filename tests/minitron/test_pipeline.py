@@ -1,6 +1,7 @@
 """`minitron run`: stages chain, a rerun skips what is done, a changed setting reruns only what depends on it."""
 
 import json
+import re
 
 import pytest
 import yaml
@@ -45,6 +46,31 @@ def test_run_then_rerun_skips_then_a_change_reruns_only_downstream(recipe):
     changed = dict(pipeline.run(recipe))
     assert changed["correct"].startswith("skip") and changed["prune"].startswith("skip") and changed["distill"] == "run"
     assert json.loads((distilled / "minitron.json").read_text())["final_validation"]["step"] == 4
+
+
+def test_a_run_says_how_long_each_stage_took_and_where_the_time_went(recipe, caplog):
+    body = yaml.safe_load(recipe.read_text())
+    pipeline.run(recipe)
+    body["distill"]["steps"] = 4
+    recipe.write_text(yaml.safe_dump(body))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="minitron"):
+        pipeline.run(recipe)  # only distill runs again
+    lines = caplog.text.splitlines()
+    assert any(re.search(r"distill done in (\d+ min )?\d+ s$", line) for line in lines)
+    assert not any("correct done in" in line or "prune done in" in line for line in lines)
+    summary = [line for line in lines if "stage(s) in" in line]
+    assert len(summary) == 1 and "1 stage(s) in" in summary[0] and "longest: distill" in summary[0]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="minitron"):
+        pipeline.run(recipe)  # nothing to do: no summary of nothing
+    assert "stage(s) in" not in caplog.text
+
+
+def test_durations_read_as_minutes_and_seconds():
+    assert pipeline._duration(41.4) == "41 s"
+    assert pipeline._duration(373.0) == "6 min 13 s"
+    assert pipeline._time_summary({"eval": 130.0, "data": 2.0}) == "2 stage(s) in 2 min 12 s; longest: eval 2 min 10 s, data 2 s"
 
 
 def test_other_data_or_another_teacher_reruns_every_stage(recipe, tokenizer):
@@ -215,7 +241,9 @@ def test_two_processes_under_torchrun_run_the_recipe_once(recipe, tmp_path):
            "-m", "minitron", "run", str(recipe)]
     done = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stderr.count("distill ") == 1  # the plan is logged by rank 0 only
+    # the plan, the stage's time and the summary are logged by rank 0 only
+    assert done.stderr.count("distill run ") == 1 and done.stderr.count("distill done in") == 1
+    assert done.stderr.count("stage(s) in") == 1
     record = json.loads((recipe.parent / "work" / "tiny-test" / "distilled" / "minitron.json").read_text())
     assert record["world_size"] == 2 and record["final_validation"]["step"] == 3
     assert all(action.startswith("skip") for _, action in pipeline.run(recipe))
