@@ -93,9 +93,10 @@ def save_state(out: Path, objective, optimizer, scheduler, step: int, cfg: Train
 
 
 RESUME_MAY_CHANGE = ("eval_every", "eval_batches", "save_every", "chunk_size", "micro_batch",
-                     "activation_checkpointing")
-"""Settings that change how often a run validates and saves, or how it splits its work (gradient accumulation,
-loss chunks), not what it trains: everything else must match for a resume to continue the same run."""
+                     "activation_checkpointing", "spike_factor", "spike_floor")
+"""Settings that change how often a run validates and saves, how it splits its work (gradient accumulation,
+loss chunks) or when it stops as diverged, not what it trains: everything else must match for a resume to
+continue the same run."""
 INPUTS = "inputs.json"
 """The models and data a run reads, beside its state: a resume with other inputs is another run."""
 

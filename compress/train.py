@@ -55,6 +55,11 @@ class TrainingDiverged(RunFailed):
     """The loss went non-finite or spiked past `spike_factor`: the run stops, its last checkpoint kept."""
 
 
+def is_spike(loss: float, running: float, cfg: TrainConfig) -> bool:
+    """A step's loss far above the running mean, by ratio and in nats: divergence, not a harder batch."""
+    return loss > cfg.spike_factor * running and loss - running > cfg.spike_floor
+
+
 def lr_multiplier(step: int, total: int, warmup: int, peak: float, minimum: float) -> float:
     """Linear warm-up to the peak, then cosine decay to the minimum at the last step; as a fraction of peak."""
     if step < warmup:
@@ -219,7 +224,7 @@ def train(objective: Objective, splits, cfg: TrainConfig, out: Path, resume: boo
         loss = sums["loss"]
         params = [p for g in optimizer.param_groups for p in g["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        spiked = running is not None and step - start >= 3 and loss > cfg.spike_factor * running
+        spiked = running is not None and step - start >= 3 and is_spike(loss, running, cfg)
         if not math.isfinite(loss) or not math.isfinite(float(grad_norm)) or spiked:
             raise TrainingDiverged(f"loss {loss:.4g} at step {step + 1} (running mean {running or float('nan'):.4g}, "
                                    f"gradient norm {float(grad_norm):.4g}); stopped before updating the weights; the "

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import stdlib_texts, tiny_model
 from minitron.compress.importance import estimate_importance
-from minitron.compress.train import TrainingDiverged, fit, lr_multiplier
+from minitron.compress.train import TrainingDiverged, fit, is_spike, lr_multiplier
 from minitron.compress.train_config import TrainConfig
 from minitron.compress.width import prune_width
 from minitron.core.arch import WidthTarget
@@ -190,6 +190,13 @@ def test_nan_or_exploding_loss_stops_and_keeps_the_last_good_checkpoint(pair, tm
     logged = [json.loads(line) for line in (tmp_path / "boom" / "metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in logged) == 5  # step 6 was refused before the optimizer ran
     assert not (tmp_path / "boom" / "minitron.json").exists()
+
+
+def test_a_spike_is_a_jump_in_nats_not_only_a_ratio():
+    cfg = TrainConfig()
+    assert is_spike(16.0, 3.0, cfg) and is_spike(0.6, 0.002, cfg)  # diverging, from any level
+    assert not is_spike(0.0113, 0.0018, cfg)  # a KD loss near zero on a harder batch (seen at step 98 of a run)
+    assert not is_spike(4.0, 3.0, cfg)
 
 
 def test_bad_input_is_refused_before_training(pair, tmp_path, tokenizer, capsys):
