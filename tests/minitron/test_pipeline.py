@@ -70,7 +70,8 @@ def test_a_run_says_how_long_each_stage_took_and_where_the_time_went(recipe, cap
 def test_durations_read_as_minutes_and_seconds():
     assert pipeline._duration(41.4) == "41 s"
     assert pipeline._duration(373.0) == "6 min 13 s"
-    assert pipeline._time_summary({"eval": 130.0, "data": 2.0}) == "2 stage(s) in 2 min 12 s; longest: eval 2 min 10 s, data 2 s"
+    assert (pipeline._time_summary({"eval": 130.0, "data": 2.0})
+            == "2 stage(s) in 2 min 12 s; longest: eval 2 min 10 s, data 2 s")
 
 
 def test_other_data_or_another_teacher_reruns_every_stage(recipe, tokenizer):
