@@ -226,9 +226,11 @@ def train(objective: Objective, splits, cfg: TrainConfig, out: Path, resume: boo
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         spiked = running is not None and step - start >= 3 and is_spike(loss, running, cfg)
         if not math.isfinite(loss) or not math.isfinite(float(grad_norm)) or spiked:
-            raise TrainingDiverged(f"loss {loss:.4g} at step {step + 1} (running mean {running or float('nan'):.4g}, "
-                                   f"gradient norm {float(grad_norm):.4g}); stopped before updating the weights; the "
-                                   f"last good checkpoint is kept in {out / STATE_DIR}: lower --lr and rerun with --resume")
+            raise TrainingDiverged(
+                f"loss {loss:.4g} at step {step + 1} (running mean {running or float('nan'):.4g}, gradient norm "
+                f"{float(grad_norm):.4g}); stopped before updating the weights; the last good checkpoint is kept in "
+                f"{out / STATE_DIR}. Diverging: start over with a lower --lr (--overwrite). A harmless jump: raise "
+                "spike_factor or spike_floor in the recipe's correct/distill section and rerun it")
         running = loss if running is None else 0.9 * running + 0.1 * loss
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
