@@ -2,7 +2,8 @@
 # Create .venv (once) and install the project with its test extras. Sourced by demo.sh and test.sh.
 # TORCH_SPEC picks the torch build; the default is the CPU wheel this project is tested with. --no-compile: pip
 # would byte-compile all of torch, transformers and lm-eval (17k files, about a minute on 2 cores); Python
-# compiles the modules a command imports when it first imports them instead.
+# compiles the modules a command imports when it first imports them instead (each time, where
+# PYTHONDONTWRITEBYTECODE is set: the test suite took 6 min 44 s there against 5 min 02 s byte-compiled).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-python3}
