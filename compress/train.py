@@ -52,7 +52,7 @@ METRICS = "metrics.jsonl"
 
 
 class TrainingDiverged(RunFailed):
-    """The loss went non-finite or spiked past `spike_factor`: the run stops, its last checkpoint kept."""
+    """The loss went non-finite or spiked (`is_spike`): the run stops, its last checkpoint kept."""
 
 
 def is_spike(loss: float, running: float, cfg: TrainConfig) -> bool:
